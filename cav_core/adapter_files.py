@@ -1,0 +1,132 @@
+"""The one file format of the pack: adapters as ``.safetensors`` with JSON metadata.
+
+A file holds a LoRA (T-LoRA, S-LoRA), textual-inversion tokens, or both (an absorber).
+Tensor keys follow diffusers' LoRA convention (``unet.<module>.lora_A.weight``) so an
+S-LoRA of ours also loads in diffusers tools; token embeddings sit under
+``textual_inversion.embeddings``. Everything else is in the ``cav_adapter`` metadata
+entry. Only safetensors is read: pickled ``.pt``/``.ckpt``/``.bin`` files are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .adapters import LoraWeights
+from .errors import AdapterError
+from .fileutil import atomic_write
+
+FORMAT_NAME = "cav-adapter"
+FORMAT_VERSION = 1
+METADATA_KEY = "cav_adapter"
+LORA_PREFIX = "unet."
+TI_KEY = "textual_inversion.embeddings"
+
+
+@dataclass(frozen=True, eq=False)
+class TokenEmbeddings:
+    """Textual-inversion tokens: ``tokens[i]`` is embedded as ``embeddings[i]``."""
+
+    tokens: tuple[str, ...]
+    embeddings: torch.Tensor  # (len(tokens), hidden)
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.tokens):
+            raise AdapterError(f"textual inversion: {len(self.tokens)} tokens but embeddings of shape "
+                               f"{tuple(self.embeddings.shape)}")
+
+
+@dataclass(frozen=True, eq=False)
+class AdapterFile:
+    """What one file holds. ``kind`` is 'temporal_lora', 'spatial_lora' or 'absorber'."""
+
+    kind: str
+    lora: LoraWeights | None = None
+    tokens: TokenEmbeddings | None = None
+    base_model: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def _kind_for(lora: LoraWeights | None, tokens: TokenEmbeddings | None, kind: str | None) -> str:
+    if kind:
+        return kind
+    if tokens is not None:
+        return "absorber"
+    if lora is None:
+        raise AdapterError("nothing to save: neither LoRA weights nor token embeddings")
+    return f"{lora.role}_lora"
+
+
+def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool = False) -> Path:
+    """Write ``adapter`` atomically; never replaces an existing file unless ``overwrite``."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": adapter.kind,
+                  "base_model": adapter.base_model, "info": adapter.info}
+    if adapter.lora is not None:
+        lora = adapter.lora
+        for k, v in lora.tensors.items():
+            tensors[LORA_PREFIX + k] = v.detach().to("cpu", torch.float32).contiguous()
+        alphas = sorted(set(lora.alphas.values()))
+        meta["lora"] = {"role": lora.role, "ranks": sorted(lora.ranks), "targets": lora.modules,
+                        "alpha": alphas[0] if len(alphas) == 1 else None,
+                        "alphas": None if len(alphas) == 1 else dict(lora.alphas),
+                        "num_params": lora.num_params}
+    if adapter.tokens is not None:
+        tensors[TI_KEY] = adapter.tokens.embeddings.detach().to("cpu", torch.float32).contiguous()
+        meta["textual_inversion"] = {"tokens": list(adapter.tokens.tokens)}
+    if not tensors:
+        raise AdapterError("nothing to save: neither LoRA weights nor token embeddings")
+    header = {METADATA_KEY: json.dumps(meta), "format": "pt"}
+
+    from safetensors.torch import save_file
+
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), overwrite=overwrite)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata of a safetensors file, with errors that name the file."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise AdapterError(f"adapter file not found: {p}")
+    if p.suffix.lower() in {".pt", ".pth", ".ckpt", ".bin", ".pkl"}:
+        raise AdapterError(f"{p}: pickle-based files are refused for safety (they can run code when "
+                           f"loaded); convert it to .safetensors first")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise AdapterError(f"{p} is not a readable .safetensors file ({e}); it may be truncated "
+                           f"or in another format") from None
+    return tensors, meta
+
+
+def load_adapter(path: str | os.PathLike) -> AdapterFile:
+    """Read a file written by :func:`save_adapter` (third-party formats: see ``convert_lora``)."""
+    tensors, header = read_safetensors(path)
+    if METADATA_KEY not in header:
+        raise AdapterError(f"{path} is not a Customize-A-Video adapter file (no '{METADATA_KEY}' metadata); "
+                           f"third-party LoRAs load with load_any_lora()")
+    meta = json.loads(header[METADATA_KEY])
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise AdapterError(f"{path} has format version {meta['format_version']}; this pack reads up to "
+                           f"{FORMAT_VERSION}: update the pack")
+    lora = None
+    if "lora" in meta:
+        lm = meta["lora"]
+        lt = {k[len(LORA_PREFIX):]: v for k, v in tensors.items() if k.startswith(LORA_PREFIX)}
+        modules = sorted(k[: -len(".lora_A.weight")] for k in lt if k.endswith(".lora_A.weight"))
+        alphas = lm["alphas"] or {m: float(lm["alpha"]) for m in modules}
+        lora = LoraWeights(role=lm["role"], tensors=lt, alphas=alphas,
+                           base_model=meta.get("base_model", ""), info=meta.get("info", {}))
+    tokens = None
+    if "textual_inversion" in meta:
+        tokens = TokenEmbeddings(tuple(meta["textual_inversion"]["tokens"]), tensors[TI_KEY])
+    return AdapterFile(kind=meta["kind"], lora=lora, tokens=tokens,
+                       base_model=meta.get("base_model", ""), info=meta.get("info", {}))

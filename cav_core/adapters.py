@@ -1,0 +1,235 @@
+"""LoRA adapters on the UNet, through peft: create for training, attach for a call, detach.
+
+Adapters live outside the model as plain tensors (:class:`LoraWeights`) and are put onto
+the shared UNet only for the duration of a sample / train / invert call
+(:func:`attached_loras`), then removed, so the base weights and every cached model
+handle stay valid (DESIGN §3). peft owns the LoRA layers, scaling and merging; this
+module owns naming, validation and clean removal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import AdapterError
+from .layers import role_modules
+
+ROLES = ("temporal", "spatial")
+
+
+@dataclass(frozen=True, eq=False)
+class LoraWeights:
+    """A LoRA as data: ``tensors`` maps ``<module>.lora_A.weight`` / ``<module>.lora_B.weight``
+    (peft naming, module names relative to the UNet) to tensors; ``alphas`` gives each
+    module's alpha (uniform for our own files, per module for some third-party ones)."""
+
+    role: str
+    tensors: Mapping[str, torch.Tensor]
+    alphas: Mapping[str, float]
+    base_model: str = ""
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise AdapterError(f"LoRA role must be one of {ROLES}, got {self.role!r}")
+        missing = [m for m in self.modules if f"{m}.lora_B.weight" not in self.tensors]
+        if missing:
+            raise AdapterError(f"LoRA has lora_A but no lora_B for module {missing[0]!r}")
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted(k[: -len(".lora_A.weight")] for k in self.tensors if k.endswith(".lora_A.weight"))
+
+    def rank(self, module: str) -> int:
+        return int(self.tensors[f"{module}.lora_A.weight"].shape[0])
+
+    @property
+    def ranks(self) -> set[int]:
+        return {self.rank(m) for m in self.modules}
+
+    @property
+    def num_params(self) -> int:
+        return sum(t.numel() for t in self.tensors.values())
+
+    def delta(self, module: str) -> torch.Tensor:
+        """ΔW = alpha/r · B·A of one module, in fp32 (for tests and merging checks)."""
+        a = self.tensors[f"{module}.lora_A.weight"].float()
+        b = self.tensors[f"{module}.lora_B.weight"].float()
+        return (b @ a) * (self.alphas[module] / a.shape[0])
+
+
+def _exact(names: Sequence[str]) -> str:
+    """A peft ``target_modules`` regex that matches exactly these module names."""
+    return "|".join(re.escape(n) for n in names)
+
+
+def _lora_config(modules: Sequence[str], rank: int, alpha: float, dropout: float = 0.0,
+                 rank_pattern: Mapping[str, int] | None = None,
+                 alpha_pattern: Mapping[str, float] | None = None):
+    from peft import LoraConfig
+
+    # peft pattern keys are regexes matched against the module name suffix; escaping
+    # the full names makes them exact.
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=_exact(modules),
+        rank_pattern={re.escape(k): v for k, v in (rank_pattern or {}).items()},
+        alpha_pattern={re.escape(k): v for k, v in (alpha_pattern or {}).items()},
+        init_lora_weights=True,
+    )
+
+
+def check_fits(unet: nn.Module, lora: LoraWeights, label: str = "LoRA") -> None:
+    """Raise :class:`AdapterError` naming the first module that is absent or whose shape
+    differs; nothing in ``unet`` is touched."""
+    for m in lora.modules:
+        try:
+            layer = unet.get_submodule(m)
+        except AttributeError:
+            raise AdapterError(f"{label} does not fit this model: module {m!r} does not exist in the UNet "
+                               f"(is the file for another architecture?)") from None
+        base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+        if not isinstance(base, nn.Linear):
+            raise AdapterError(f"{label} does not fit this model: {m!r} is a {type(base).__name__}, not Linear")
+        a = lora.tensors[f"{m}.lora_A.weight"]
+        b = lora.tensors[f"{m}.lora_B.weight"]
+        want_a = (a.shape[0], base.in_features)
+        want_b = (base.out_features, a.shape[0])
+        if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
+            raise AdapterError(
+                f"{label} does not fit this model: first mismatching module {m!r}: LoRA shapes "
+                f"A{tuple(a.shape)} B{tuple(b.shape)}, model layer is Linear({base.in_features} -> "
+                f"{base.out_features}); the file was trained for a model with other layer sizes")
+
+
+def _inject(unet: nn.Module, lora: LoraWeights, adapter_name: str) -> None:
+    from peft import inject_adapter_in_model, set_peft_model_state_dict
+
+    modules = lora.modules
+    ranks = {m: lora.rank(m) for m in modules}
+    rank = max(set(ranks.values()), key=list(ranks.values()).count)
+    alpha = max(set(lora.alphas.values()), key=list(lora.alphas.values()).count)
+    config = _lora_config(
+        modules, rank, alpha,
+        rank_pattern={m: r for m, r in ranks.items() if r != rank},
+        alpha_pattern={m: a for m, a in lora.alphas.items() if a != alpha},
+    )
+    inject_adapter_in_model(config, unet, adapter_name=adapter_name)
+    ref = next(unet.parameters())
+    state = {k: v.to(device=ref.device, dtype=torch.float32) for k, v in lora.tensors.items()}
+    result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
+    unexpected = [k for k in result.unexpected_keys if adapter_name in k or "lora_" in k]
+    if unexpected:
+        raise AdapterError(f"LoRA tensors not loaded into the model: {unexpected[:3]}")
+
+
+def lora_layers(unet: nn.Module) -> list[tuple[str, nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [(n, m) for n, m in unet.named_modules() if isinstance(m, LoraLayer)]
+
+
+def remove_all_loras(unet: nn.Module) -> None:
+    """Replace every peft LoRA wrapper by the original layer object it wraps.
+
+    The wrapped layer is the very module that was there before injection, so when no
+    merge happened the model is bit-identical to the base afterwards."""
+    for name, layer in lora_layers(unet):
+        parent_name, _, attr = name.rpartition(".")
+        parent = unet.get_submodule(parent_name) if parent_name else unet
+        setattr(parent, attr, layer.get_base_layer())
+    # peft leaves bookkeeping on the model object; drop it so the next injection starts clean.
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in vars(unet):
+            delattr(unet, attr)
+
+
+def _set_strengths(unet: nn.Module, strengths: Mapping[str, float]) -> None:
+    for _, layer in lora_layers(unet):
+        present = [n for n in strengths if n in layer.lora_A]
+        layer.set_adapter(present)
+        for n in present:
+            layer.set_scale(n, float(strengths[n]))
+            for p in (layer.lora_A[n].weight, layer.lora_B[n].weight):
+                p.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
+                   merge: bool = False) -> Iterator[nn.Module]:
+    """Attach frozen LoRAs (each with a strength) to ``unet`` for the block, then remove them.
+
+    Strength scales the LoRA's delta: 0 is off, negative and > 1 are allowed. With
+    ``merge`` the deltas are folded into the base weights (no per-step LoRA cost, for
+    sampling); the touched base weights are saved first and copied back on exit, so the
+    base stays bit-identical instead of carrying unmerge rounding error.
+    """
+    for i, (lora, _) in enumerate(loras):
+        check_fits(unet, lora, label=f"LoRA #{i + 1} ({lora.role})")
+    if lora_layers(unet):
+        raise AdapterError("the UNet already carries LoRA layers; nested attach is not supported")
+    saved: dict[str, torch.Tensor] = {}
+    try:
+        names = {}
+        for i, (lora, strength) in enumerate(loras):
+            name = f"cav{i}_{lora.role}"
+            _inject(unet, lora, name)
+            names[name] = strength
+        _set_strengths(unet, names)
+        if merge and loras:
+            for lname, layer in lora_layers(unet):
+                saved[lname] = layer.get_base_layer().weight.detach().clone()
+                active = [n for n in names if n in layer.lora_A]
+                layer.merge(adapter_names=active)
+        yield unet
+    finally:
+        for lname, layer in lora_layers(unet):
+            if lname in saved:
+                with torch.no_grad():
+                    layer.get_base_layer().weight.copy_(saved[lname])
+                layer.merged_adapters.clear()
+        remove_all_loras(unet)
+
+
+def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,
+                       adapter_name: str, dropout: float = 0.0) -> list[nn.Parameter]:
+    """Inject a fresh, trainable LoRA on the ``role``'s modules; return its parameters.
+
+    peft initialises B to zero, so the model's output is unchanged until training moves it."""
+    from peft import inject_adapter_in_model
+
+    modules = role_modules(unet, role)
+    if not modules:
+        raise AdapterError(f"the UNet has no {role} attention layers to adapt")
+    if rank < 1:
+        raise AdapterError(f"LoRA rank must be >= 1, got {rank}")
+    inject_adapter_in_model(_lora_config(modules, rank, alpha, dropout), unet, adapter_name=adapter_name)
+    params = []
+    for _, layer in lora_layers(unet):
+        if adapter_name in layer.lora_A:
+            for p in (layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight):
+                p.data = p.data.float()  # LoRA weights train in fp32 even under autocast
+                p.requires_grad_(True)
+                params.append(p)
+    return params
+
+
+def extract_lora(unet: nn.Module, adapter_name: str, role: str, base_model: str = "",
+                 info: Mapping[str, object] | None = None) -> LoraWeights:
+    """Copy a trained adapter out of the model as :class:`LoraWeights` (CPU, fp32)."""
+    tensors: dict[str, torch.Tensor] = {}
+    alphas: dict[str, float] = {}
+    for name, layer in lora_layers(unet):
+        if adapter_name not in layer.lora_A:
+            continue
+        tensors[f"{name}.lora_A.weight"] = layer.lora_A[adapter_name].weight.detach().float().cpu().clone()
+        tensors[f"{name}.lora_B.weight"] = layer.lora_B[adapter_name].weight.detach().float().cpu().clone()
+        alphas[name] = float(layer.lora_alpha[adapter_name])
+    if not tensors:
+        raise AdapterError(f"no adapter named {adapter_name!r} in the model")
+    return LoraWeights(role=role, tensors=tensors, alphas=alphas, base_model=base_model, info=dict(info or {}))

@@ -1,0 +1,341 @@
+"""Loading a diffusers text-to-video folder and the immutable model handle (DESIGN §3).
+
+A folder in the layout of ModelScope ``text-to-video-ms-1.7b`` / ZeroScope v2 holds
+``model_index.json`` and ``unet/ text_encoder/ tokenizer/ vae/ scheduler/``. The loader
+checks that layout first so a wrong folder fails with a message naming what is missing,
+instead of a deep diffusers traceback. The embedded toy model uses exactly this path.
+
+The handle (:class:`ModelHandle`) is the shared base components plus an immutable record
+of what is applied (LoRAs with strengths, textual-inversion tokens, temporal bypass).
+``with_*`` methods return new handles; nothing touches the base weights except inside
+:meth:`ModelHandle.applied`, which attaches the adapters for one call and removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapter_files import TokenEmbeddings
+from .adapters import LoraWeights, attached_loras
+from .errors import InputError, ModelLoadError
+from .layers import bypass_temporal
+
+#: component -> accepted class names (the first is what we build).
+COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
+    "unet": ("UNet3DConditionModel",),
+    "text_encoder": ("CLIPTextModel",),
+    "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
+    "vae": ("AutoencoderKL",),
+    "scheduler": (),  # any diffusers scheduler; the sampler picks its own from this config
+}
+WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+
+
+# --------------------------------------------------------------------------- device policy
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """'auto' is fp16 on CUDA/MPS (how ModelScope is run) and fp32 on CPU, where fp16
+    kernels are slow or missing."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device is not None and device.type in ("cuda", "mps") else torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use 'auto', 'fp32', 'fp16' or 'bf16'")
+    if _DTYPES[dtype] != torch.float32 and device is not None and device.type == "cpu":
+        raise InputError(f"dtype {dtype} is not supported on the CPU here; use 'fp32' (or 'auto')")
+    return _DTYPES[dtype]
+
+
+# --------------------------------------------------------------------------- components
+
+@dataclass(frozen=True, eq=False)
+class T2VComponents:
+    """The shared, frozen parts of a text-to-video model. Never mutated after loading."""
+
+    unet: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    vae: nn.Module
+    scheduler_config: Mapping[str, Any]
+    model_id: str
+    source: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def describe(self) -> str:
+        def n_params(m: nn.Module) -> str:
+            return f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M params"
+
+        u = self.unet.config
+        return "\n".join([
+            f"model      {self.model_id}  ({self.source or 'in memory'})",
+            f"unet       {type(self.unet).__name__}: blocks {tuple(u.block_out_channels)}, "
+            f"{n_params(self.unet)}, latent {u.in_channels} ch, sample size {u.sample_size}",
+            f"text       {type(self.text_encoder).__name__}: width {self.text_encoder.config.hidden_size}, "
+            f"{n_params(self.text_encoder)}; tokenizer {type(self.tokenizer).__name__} "
+            f"({len(self.tokenizer)} tokens, max length {self.tokenizer.model_max_length})",
+            f"vae        {type(self.vae).__name__}: {self.vae_scale_factor}x down, {n_params(self.vae)}, "
+            f"scaling factor {self.vae.config.scaling_factor}",
+            f"scheduler  {self.scheduler_config.get('_class_name', '?')}: "
+            f"{self.scheduler_config.get('num_train_timesteps')} train steps, "
+            f"{self.scheduler_config.get('prediction_type', 'epsilon')} prediction",
+            f"device     {self.device}, dtype {str(self.dtype).replace('torch.', '')}",
+        ])
+
+
+def _freeze(*modules: nn.Module) -> None:
+    for m in modules:
+        m.requires_grad_(False)
+        m.eval()
+
+
+def _model_id(folder: Path, unet_config: Mapping[str, Any]) -> str:
+    # Name + fingerprint of the UNet config: enough to tell an absorber trained on another
+    # base model (different widths/blocks) from one that fits, without hashing GBs of weights.
+    digest = hashlib.sha1(json.dumps(dict(unet_config), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{folder.name}@{digest}"
+
+
+def _check_layout(folder: Path) -> dict[str, Any]:
+    if not folder.exists():
+        raise ModelLoadError(f"model folder not found: {folder}")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is a file; give the diffusers model *folder* (the one with model_index.json)")
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelLoadError(f"{folder} is not a diffusers model folder: model_index.json is missing "
+                             f"(expected the layout of damo-vilab/text-to-video-ms-1.7b or zeroscope_v2)")
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{index_path} is not valid JSON: {e}") from None
+    for comp, classes in COMPONENT_CLASSES.items():
+        entry = index.get(comp)
+        if not entry:
+            raise ModelLoadError(f"{folder} is not a text-to-video model: model_index.json has no '{comp}' "
+                                 f"component (found: {sorted(k for k in index if not k.startswith('_'))})")
+        cls = entry[1] if isinstance(entry, list) and len(entry) == 2 else None
+        if classes and cls not in classes:
+            raise ModelLoadError(f"{folder} is not a ModelScope-style text-to-video model: component '{comp}' is "
+                                 f"{cls}, expected {' or '.join(classes)}")
+    for comp in COMPONENT_CLASSES:
+        sub = folder / comp
+        if not sub.is_dir():
+            raise ModelLoadError(f"{folder}: component folder '{comp}/' is missing")
+        if comp != "tokenizer" and not any(sub.glob("*config.json")):
+            raise ModelLoadError(f"{sub}: no config file; the '{comp}' component is incomplete")
+    return index
+
+
+def _weights_variant(sub: Path, stem: str, dtype: torch.dtype) -> tuple[str | None, bool]:
+    """(variant, use_safetensors) for a component folder; prefers safetensors, and the fp16
+    files when loading in half precision."""
+    def has(name: str) -> bool:
+        return (sub / name).is_file() or (sub / f"{name}.index.json").is_file()
+
+    candidates = [("fp16", True), ("fp16", False)] if dtype == torch.float16 else []
+    candidates += [(None, True), (None, False), ("fp16", True), ("fp16", False)]
+    for variant, st in candidates:
+        if has(f"{stem}{'.' + variant if variant else ''}.{'safetensors' if st else 'bin'}"):
+            return variant, st
+    raise ModelLoadError(f"{sub}: no weights found (looked for {stem}[.fp16].safetensors / .bin)")
+
+
+def load_t2v(path: str | os.PathLike, device: str | torch.device = "auto",
+             dtype: str | torch.dtype = "auto") -> "ModelHandle":
+    """Load a diffusers text-to-video folder into a :class:`ModelHandle`.
+
+    Safetensors files are preferred; ``.bin`` files are read by diffusers/transformers
+    with ``weights_only`` loading. Raises :class:`ModelLoadError` naming the folder and
+    the missing or wrong part."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(path).expanduser().resolve()
+    _check_layout(folder)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    loaded: dict[str, Any] = {}
+    for comp, cls in (("unet", UNet3DConditionModel), ("vae", AutoencoderKL), ("text_encoder", CLIPTextModel)):
+        sub = folder / comp
+        variant, use_st = _weights_variant(sub, WEIGHT_STEMS[comp], dt)
+        try:
+            loaded[comp] = cls.from_pretrained(str(sub), variant=variant, use_safetensors=use_st, torch_dtype=dt)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise ModelLoadError(f"{sub}: could not load the {comp} ({type(e).__name__}: {str(e)[:300]})") from None
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{folder / 'tokenizer'}: could not load the tokenizer ({str(e)[:300]})") from None
+    sched_files = sorted((folder / "scheduler").glob("scheduler_config.json"))
+    if not sched_files:
+        raise ModelLoadError(f"{folder / 'scheduler'}: scheduler_config.json is missing")
+    scheduler_config = json.loads(sched_files[0].read_text())
+    for m in (loaded["unet"], loaded["vae"], loaded["text_encoder"]):
+        m.to(dev)
+    _freeze(loaded["unet"], loaded["vae"], loaded["text_encoder"])
+    comps = T2VComponents(unet=loaded["unet"], text_encoder=loaded["text_encoder"], tokenizer=tokenizer,
+                          vae=loaded["vae"], scheduler_config=scheduler_config,
+                          model_id=_model_id(folder, loaded["unet"].config), source=str(folder))
+    return ModelHandle(comps)
+
+
+def build_t2v(unet_config: Mapping[str, Any], text_config: Mapping[str, Any], vae_config: Mapping[str, Any],
+              scheduler_config: Mapping[str, Any], tokenizer: Any, seed: int = 0,
+              name: str = "tiny-t2v") -> "ModelHandle":
+    """Build the real classes from (small) configs with seeded random weights, e.g. for tests."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet3DConditionModel(**unet_config)
+    vae = AutoencoderKL(**vae_config)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+    _freeze(unet, vae, text_encoder)
+    comps = T2VComponents(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
+                          scheduler_config=dict(scheduler_config),
+                          model_id=_model_id(Path(name), unet.config), source="")
+    return ModelHandle(comps)
+
+
+def save_t2v(components: T2VComponents, folder: str | os.PathLike, pipeline_class: str = "TextToVideoSDPipeline") -> Path:
+    """Write components in the diffusers folder layout (safetensors), as a real model ships."""
+    from diffusers import DDIMScheduler
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    components.unet.save_pretrained(out / "unet", safe_serialization=True)
+    components.vae.save_pretrained(out / "vae", safe_serialization=True)
+    components.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    components.tokenizer.save_pretrained(out / "tokenizer")
+    sched_cls = components.scheduler_config.get("_class_name", "DDIMScheduler")
+    DDIMScheduler.from_config(dict(components.scheduler_config)).save_pretrained(out / "scheduler")
+    # keep the original scheduler class name in the saved config
+    cfg_path = out / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["_class_name"] = sched_cls
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    index = {"_class_name": pipeline_class, "_diffusers_version": _diffusers_version(),
+             "scheduler": ["diffusers", sched_cls], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"]}
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+# --------------------------------------------------------------------------- the handle
+
+@dataclass(frozen=True, eq=False)
+class AppliedLora:
+    lora: LoraWeights
+    strength: float
+    name: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """Base components + what is applied to them. Immutable: ``with_*`` returns a new handle.
+
+    Like ComfyUI's ``ModelPatcher.clone()``: branches of a graph can hold different
+    handles over the same base weights."""
+
+    base: T2VComponents
+    loras: tuple[AppliedLora, ...] = ()
+    tokens: tuple[TokenEmbeddings, ...] = ()
+    bypass_temporal: bool = False
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_lora(self, lora: LoraWeights, strength: float = 1.0, name: str = "") -> "ModelHandle":
+        if not isinstance(strength, (int, float)) or strength != strength or abs(strength) > 100:
+            raise InputError(f"LoRA strength must be a finite number in [-100, 100], got {strength!r}")
+        return dataclasses.replace(self, loras=self.loras + (AppliedLora(lora, float(strength), name),))
+
+    def with_tokens(self, tokens: TokenEmbeddings) -> "ModelHandle":
+        clash = set(tokens.tokens) & {t for te in self.tokens for t in te.tokens}
+        if clash:
+            raise InputError(f"textual-inversion token(s) {sorted(clash)} are already applied to this model")
+        return dataclasses.replace(self, tokens=self.tokens + (tokens,))
+
+    def with_bypass(self, enabled: bool = True) -> "ModelHandle":
+        return dataclasses.replace(self, bypass_temporal=bool(enabled))
+
+    def without_adapters(self) -> "ModelHandle":
+        return ModelHandle(self.base)
+
+    @property
+    def model_id(self) -> str:
+        return self.base.model_id
+
+    def describe(self) -> str:
+        lines = [self.base.describe()]
+        for a in self.loras:
+            lines.append(f"lora       {a.name or a.lora.role}: {a.lora.role}, {len(a.lora.modules)} modules, "
+                         f"rank {sorted(a.lora.ranks)}, strength {a.strength:g}")
+        for te in self.tokens:
+            lines.append(f"tokens     {' '.join(te.tokens)}")
+        if self.bypass_temporal:
+            lines.append("bypass     temporal layers bypassed (frames are independent images)")
+        return "\n".join(lines)
+
+    @contextlib.contextmanager
+    def applied(self, merge: bool = False, extra_loras: tuple[AppliedLora, ...] = ()) -> Iterator[nn.Module]:
+        """The UNet with this handle's LoRAs attached and bypass set, for one call.
+
+        ``merge`` folds the LoRAs into the weights (sampling with fixed strengths);
+        on exit the base is restored bit-exactly."""
+        loras = [(a.lora, a.strength) for a in self.loras + extra_loras if a.strength != 0.0]
+        with attached_loras(self.base.unet, loras, merge=merge), \
+                bypass_temporal(self.base.unet, enabled=self.bypass_temporal):
+            yield self.base.unet

@@ -1,0 +1,312 @@
+"""Pretrain the embedded toy text-to-video model on synthetic spec-v1 clips. Resumable.
+
+    python -m cav_core.toyworld.train_toy --work runs/toy --minutes 60      # run / continue
+    python -m cav_core.toyworld.train_toy --work runs/toy --export cav_core/toyworld/model
+
+Stages, in order (each resumes at its last checkpoint):
+  vae    AutoencoderKL on single frames (MSE + tiny KL), then its latent scaling factor
+  data   encode a fixed set of pretraining clips to latents once (cached on disk)
+  image  UNet + text encoder on single frames, temporal layers bypassed: appearance first,
+         the way ModelScope grew out of an image model
+  video  everything on 16-frame clips: motion words become meaningful
+What makes a tiny conditional model learn fast on 2 cores (DESIGN §6): 8x8 latents,
+a trainable text encoder, caption dropout (for classifier-free guidance), warm-up to a
+high learning rate, min-SNR loss weighting, and an EMA of the weights that is exported.
+Every step's randomness derives from (seed, stage, step), so a resumed run draws exactly
+what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import model_config, spec
+from .clips import random_pretraining_clip
+
+STAGES = ("vae", "data", "image", "video")
+DEFAULTS = dict(vae_steps=1500, vae_batch=64, vae_lr=1e-3, n_clips=8000,
+                image_steps=1500, image_batch=64, video_steps=6000, video_batch=8,
+                lr=6e-4, warmup=200, ema_decay=0.998, cfg_dropout=0.1, min_snr=5.0, seed=1234)
+
+
+def _rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, STAGES.index(stage), step])
+
+
+class Trainer:
+    def __init__(self, work: Path, cfg: dict):
+        from ..model import build_t2v
+
+        self.work, self.cfg = work, cfg
+        work.mkdir(parents=True, exist_ok=True)
+        tok = model_config.build_tokenizer()
+        self.handle = build_t2v(model_config.UNET_CONFIG, model_config.text_config(tok), model_config.VAE_CONFIG,
+                                model_config.SCHEDULER_CONFIG, tok, seed=cfg["seed"], name="cav-toy-t2v")
+        self.c = self.handle.base
+        self.state = {"stage": "vae", "step": 0}
+        self.stop = False
+        sc = model_config.SCHEDULER_CONFIG
+        betas = torch.linspace(sc["beta_start"] ** 0.5, sc["beta_end"] ** 0.5, sc["num_train_timesteps"]) ** 2
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt(self) -> Path:
+        return self.work / "checkpoint.pt"
+
+    def save(self, opt=None, ema=None) -> None:
+        blob = {"state": dict(self.state), "cfg": dict(self.cfg),
+                "unet": self.c.unet.state_dict(), "text": self.c.text_encoder.state_dict(),
+                "vae": self.c.vae.state_dict(), "scaling_factor": float(self.c.vae.config.scaling_factor)}
+        if opt is not None:
+            blob["opt"] = opt.state_dict()
+        if ema is not None:
+            blob["ema"] = [p.detach().clone() for p in ema]
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def load(self) -> dict | None:
+        if not self.ckpt.exists():
+            return None
+        blob = torch.load(self.ckpt, weights_only=True)
+        self.state = blob["state"]
+        self.c.unet.load_state_dict(blob["unet"])
+        self.c.text_encoder.load_state_dict(blob["text"])
+        self.c.vae.load_state_dict(blob["vae"])
+        self.c.vae.register_to_config(scaling_factor=blob["scaling_factor"])
+        return blob
+
+    def log(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(self.work / "train.log", "a") as f:
+            f.write(line + "\n")
+
+    # ------------------------------------------------------------------ stages
+    def _frames(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        clips = [random_pretraining_clip(rng).frames for _ in range((n + 3) // 4)]
+        frames = np.concatenate([c[rng.choice(spec.NUM_FRAMES, 4, replace=False)] for c in clips])[:n]
+        return torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1
+
+    def run_vae(self, blob, deadline: float) -> None:
+        vae = self.c.vae
+        vae.train().requires_grad_(True)
+        opt = torch.optim.AdamW(vae.parameters(), lr=self.cfg["vae_lr"], weight_decay=0.0)
+        if blob and blob["state"]["stage"] == "vae" and "opt" in blob:
+            opt.load_state_dict(blob["opt"])
+        while self.state["step"] < self.cfg["vae_steps"] and not self._out_of_time(deadline):
+            step = self.state["step"]
+            x = self._frames(_rng(self.cfg["seed"], "vae", step), self.cfg["vae_batch"])
+            post = vae.encode(x).latent_dist
+            z = post.sample(generator=torch.Generator().manual_seed(step))
+            rec = vae.decode(z).sample
+            loss = F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.state["step"] += 1
+            if self.state["step"] % 100 == 0:
+                self.log(f"vae step {self.state['step']}/{self.cfg['vae_steps']} loss {loss.item():.5f}")
+                self.save(opt)
+        vae.eval().requires_grad_(False)
+        if self.state["step"] < self.cfg["vae_steps"]:
+            self.save(opt)
+        else:
+            with torch.no_grad():
+                x = self._frames(_rng(self.cfg["seed"], "vae", 10**6), 1024)
+                z = vae.encode(x).latent_dist.mean
+            vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+            self.log(f"vae done; scaling factor {vae.config.scaling_factor:.4f}")
+            self.state = {"stage": "data", "step": 0}
+            self.save()
+
+    @property
+    def data_path(self) -> Path:
+        return self.work / "latents.pt"
+
+    def run_data(self) -> None:
+        n = self.cfg["n_clips"]
+        rng = _rng(self.cfg["seed"], "data", 0)
+        lat, caps = [], []
+        sf = self.c.vae.config.scaling_factor
+        t0 = time.time()
+        for start in range(0, n, 32):
+            clips = [random_pretraining_clip(rng) for _ in range(min(32, n - start))]
+            x = torch.from_numpy(np.stack([c.frames for c in clips])) * 2 - 1  # B F H W C
+            b = x.shape[0]
+            x = x.reshape(-1, *x.shape[2:]).permute(0, 3, 1, 2)
+            with torch.no_grad():
+                z = self.c.vae.encode(x).latent_dist.mean * sf
+            lat.append(z.reshape(b, spec.NUM_FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4).half())
+            caps += [c.captions for c in clips]
+            if start % 1024 == 0:
+                self.log(f"data {start}/{n} clips encoded ({time.time() - t0:.0f}s)")
+        torch.save({"latents": torch.cat(lat), "captions": json.dumps(caps)}, self.data_path)
+        self.state = {"stage": "image", "step": 0}
+        self.save()
+
+    def _out_of_time(self, deadline: float) -> bool:
+        return self.stop or time.time() > deadline
+
+    def _caption(self, rng: np.random.Generator, caps: dict, weights: tuple[float, float, float]) -> str:
+        u = rng.random()
+        if u < self.cfg["cfg_dropout"]:
+            return ""
+        p_full, p_unnamed, _ = weights
+        u = rng.random()
+        return caps["full"] if u < p_full else caps["motion_unnamed"] if u < p_full + p_unnamed else caps["appearance"]
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.c.tokenizer(prompts, padding="max_length", max_length=self.c.tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt")
+        return self.c.text_encoder(tok.input_ids)[0]
+
+    def run_diffusion(self, stage: str, blob, deadline: float) -> None:
+        from ..layers import bypass_temporal
+
+        data = torch.load(self.data_path, weights_only=True)
+        latents, caps = data["latents"], json.loads(data["captions"])
+        unet, text = self.c.unet, self.c.text_encoder
+        unet.train().requires_grad_(True)
+        text.train().requires_grad_(True)
+        params = [p for p in list(unet.parameters()) + list(text.parameters())]
+        opt = torch.optim.AdamW(params, lr=self.cfg["lr"], weight_decay=1e-2)
+        ema = [p.detach().clone() for p in params]
+        if blob and blob["state"]["stage"] == stage and "opt" in blob:
+            opt.load_state_dict(blob["opt"])
+            ema = blob["ema"]
+        total = self.cfg[f"{stage}_steps"]
+        image = stage == "image"
+        weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
+        losses = []
+        t0 = time.time()
+        with bypass_temporal(unet, enabled=image):
+            while self.state["step"] < total and not self._out_of_time(deadline):
+                step = self.state["step"]
+                rng = _rng(self.cfg["seed"], stage, step)
+                g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+                if image:
+                    idx = rng.integers(len(latents), size=self.cfg["image_batch"])
+                    fr = rng.integers(spec.NUM_FRAMES, size=len(idx))
+                    x0 = latents[idx, :, fr][:, :, None].float()
+                else:
+                    idx = rng.integers(len(latents), size=self.cfg["video_batch"])
+                    x0 = latents[idx].float()
+                prompts = [self._caption(rng, caps[i], weights) for i in idx]
+                noise = torch.randn(x0.shape, generator=g)
+                t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
+                ac = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+                xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+                pred = unet(xt, t, encoder_hidden_states=self._encode(prompts)).sample
+                snr = ac.flatten() / (1 - ac.flatten())
+                w = torch.clamp(snr, max=self.cfg["min_snr"]) / snr
+                loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
+                lr = self.cfg["lr"] * min(1.0, (step + 1) / self.cfg["warmup"])
+                lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))) * 0.9 + 0.1
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                decay = min(self.cfg["ema_decay"], (1 + step) / (10 + step))
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+                losses.append(loss.item())
+                self.state["step"] += 1
+                if self.state["step"] % 50 == 0:
+                    rate = (time.time() - t0) / len(losses)
+                    self.log(f"{stage} step {self.state['step']}/{total} loss {np.mean(losses[-50:]):.4f} "
+                             f"lr {lr:.2e} {rate:.2f}s/step")
+                if self.state["step"] % 200 == 0:
+                    self.save(opt, ema)
+        if self.state["step"] >= total:
+            # The EMA weights are the model from here on.
+            with torch.no_grad():
+                for p, e in zip(params, ema):
+                    p.copy_(e)
+            nxt = STAGES.index(stage) + 1
+            self.state = {"stage": STAGES[nxt] if nxt < len(STAGES) else "done", "step": 0}
+            self.log(f"{stage} done")
+            self.save()
+        else:
+            self.save(opt, ema)
+        unet.eval().requires_grad_(False)
+        text.eval().requires_grad_(False)
+
+    def ema_weights_into_model(self, blob) -> None:
+        """While a diffusion stage is unfinished, export its EMA weights (the better model)."""
+        if blob and "ema" in blob and blob["state"]["stage"] in ("image", "video"):
+            params = list(self.c.unet.parameters()) + list(self.c.text_encoder.parameters())
+            with torch.no_grad():
+                for p, e in zip(params, blob["ema"]):
+                    p.copy_(e)
+
+    def run(self, minutes: float) -> None:
+        deadline = time.time() + minutes * 60
+        blob = self.load()
+        self.log(f"resuming at stage {self.state['stage']} step {self.state['step']}" if blob else "starting")
+        while self.state["stage"] != "done" and not self._out_of_time(deadline):
+            stage = self.state["stage"]
+            if stage == "vae":
+                self.run_vae(blob, deadline)
+            elif stage == "data":
+                self.run_data()
+            else:
+                self.run_diffusion(stage, blob, deadline)
+            blob = None if self.state["stage"] != stage else blob
+        self.log(f"stopped at stage {self.state['stage']} step {self.state['step']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("runs/toy"), help="checkpoint folder (resumed if present)")
+    ap.add_argument("--minutes", type=float, default=120.0, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--export", type=Path, help="write the model folder from the checkpoint and exit")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    for k, v in DEFAULTS.items():
+        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = {k: getattr(args, k) for k in DEFAULTS}
+    trainer = Trainer(args.work, cfg)
+    if args.export:
+        from ..model import save_t2v
+
+        blob = trainer.load()
+        if blob is None:
+            print(f"no checkpoint in {args.work}", file=sys.stderr)
+            return 2
+        trainer.ema_weights_into_model(blob)
+        save_t2v(trainer.c, args.export)
+        meta = {"spec_version": spec.SPEC_VERSION, "trained": trainer.state, "config": blob["cfg"],
+                "command": "python -m cav_core.toyworld.train_toy " + " ".join(
+                    f"--{k.replace('_', '-')} {v}" for k, v in blob["cfg"].items())}
+        (args.export / "training.json").write_text(json.dumps(meta, indent=2))
+        print(f"wrote {args.export} (stage {trainer.state['stage']} step {trainer.state['step']})")
+        return 0
+
+    def on_signal(signum, frame):  # checkpoint and exit cleanly on Ctrl-C / kill
+        trainer.stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    trainer.run(args.minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

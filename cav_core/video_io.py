@@ -1,0 +1,208 @@
+"""Video file reading and writing with PyAV only (no imageio / OpenCV), so the node pack
+has a single, wheel-installable media dependency.
+
+Frames are (F, H, W, C) arrays everywhere: float in 0..1 or uint8. Writes are atomic (temp
+file in the same folder, then moved into place) so a crash never leaves a half-written
+video under the user's name.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import InputError, VideoReadError
+from .fileutil import atomic_write
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+MP4_CRF: int = 12
+"""x264 constant-rate factor: 12 is visually lossless; the toy clips are tiny, so the
+extra bytes cost nothing and measures on re-read clips stay close to the originals."""
+
+WEBM_CRF: int = 15
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".gif")
+
+
+def _to_numpy(frames: Any) -> np.ndarray:
+    """numpy view of a numpy array or torch tensor (torch is only touched if given one)."""
+    if isinstance(frames, np.ndarray):
+        return frames
+    if hasattr(frames, "detach") and hasattr(frames, "cpu"):  # torch.Tensor, without importing torch
+        t = frames.detach().cpu()
+        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+            t = t.float()
+        return t.numpy()
+    return np.asarray(frames)
+
+
+def frames_to_uint8(frames: Any) -> np.ndarray:
+    """(F, H, W, C) uint8 from float 0..1 (clipped, rounded) or uint8 (unchanged) frames.
+
+    Single-channel frames are repeated to RGB and an alpha channel is dropped, because all
+    three encoders here take RGB. Raises :class:`InputError` for other shapes/dtypes.
+    """
+    a = _to_numpy(frames)
+    if a.ndim != 4:
+        raise InputError(f"video frames must have shape (F, H, W, C), got shape {tuple(a.shape)}")
+    if a.shape[0] == 0:
+        raise InputError("video has no frames")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif a.shape[-1] == 4:
+        a = a[..., :3]
+    elif a.shape[-1] != 3:
+        raise InputError(f"video frames must have 1, 3 or 4 channels, got {a.shape[-1]}")
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"video frames must be float in 0..1 or uint8, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"integer video frames must be uint8, got dtype {a.dtype}")
+    a = np.nan_to_num(a.astype(np.float32), nan=0.0)
+    return np.ascontiguousarray(np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8))
+
+
+def _gif_palette(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Palette indices (F, H, W) uint8 and a (256, 4) ARGB palette for the whole clip.
+
+    Exact when the clip has at most 256 distinct colors (always true for toy-world clips);
+    otherwise a fixed 6x7x6 color cube, which is crude but fast and deterministic (a GIF is
+    a preview, mp4/webm are the faithful formats).
+    """
+    flat = frames.reshape(-1, 3)
+    packed = (flat[:, 0].astype(np.uint32) << 16) | (flat[:, 1].astype(np.uint32) << 8) | flat[:, 2]
+    colors, inverse = np.unique(packed, return_inverse=True)
+    palette = np.zeros((256, 4), dtype=np.uint8)
+    palette[:, 0] = 255  # opaque
+    if len(colors) <= 256:
+        palette[: len(colors), 1] = (colors >> 16) & 255
+        palette[: len(colors), 2] = (colors >> 8) & 255
+        palette[: len(colors), 3] = colors & 255
+        index = inverse.reshape(frames.shape[:3]).astype(np.uint8)
+        return index, palette
+    levels = np.array([6, 7, 6])
+    q = np.rint(flat.astype(np.float32) / 255.0 * (levels - 1)).astype(np.int64)
+    index = (q[:, 0] * levels[1] + q[:, 1]) * levels[2] + q[:, 2]
+    r, g, b = np.meshgrid(*(np.arange(n) for n in levels), indexing="ij")
+    cube = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1) / (levels - 1)
+    palette[: len(cube), 1:] = np.rint(cube * 255).astype(np.uint8)
+    return index.reshape(frames.shape[:3]).astype(np.uint8), palette
+
+
+def _encode(tmp: Path, ext: str, frames: np.ndarray, fps: float) -> None:
+    import av  # deferred: importing this module stays cheap
+
+    # The atomic writer hands over an empty placeholder created private (0600); remove it
+    # so the encoder creates the file afresh with the user's normal permissions.
+    if tmp.exists() and tmp.stat().st_size == 0:
+        tmp.unlink()
+    rate = Fraction(fps).limit_denominator(1001)
+    f, h, w, _ = frames.shape
+    fmt = {".mp4": "mp4", ".webm": "webm", ".gif": "gif"}[ext]
+    with av.open(str(tmp), mode="w", format=fmt) as container:
+        if ext == ".mp4":
+            stream = container.add_stream("libx264", rate=rate)
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(MP4_CRF), "preset": "medium"}
+        elif ext == ".webm":
+            stream = container.add_stream("libvpx-vp9", rate=rate)
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(WEBM_CRF), "b": "0", "row-mt": "1"}
+        else:
+            stream = container.add_stream("gif", rate=rate)
+            stream.pix_fmt = "pal8"
+        stream.width = w
+        stream.height = h
+        if ext == ".gif":
+            index, palette = _gif_palette(frames)
+            vframes = (av.VideoFrame.from_ndarray((index[i], palette), format="pal8") for i in range(f))
+        else:
+            vframes = (av.VideoFrame.from_ndarray(frames[i], format="rgb24") for i in range(f))
+        for vf in vframes:
+            for packet in stream.encode(vf):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True) -> Path:
+    """Encode ``frames`` (F, H, W, C; float 0..1 or uint8; numpy or torch) to ``path``.
+
+    The extension picks the format: ``.mp4`` (H.264 yuv420p, crf 12; H and W must be even
+    because of the 2x2 chroma subsampling), ``.webm`` (VP9) or ``.gif`` (palette, exact
+    for <= 256 colors). The file is written to a temp name in the same folder and moved
+    into place, so on any error nothing is left behind. With ``overwrite=False`` an
+    existing file raises :class:`InputError` instead of being replaced.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise InputError(f"cannot write video {p}: extension must be one of {', '.join(SUPPORTED_EXTENSIONS)}")
+    try:
+        fps_f = float(fps)
+    except (TypeError, ValueError):
+        raise InputError(f"fps must be a number, got {fps!r}") from None
+    if not np.isfinite(fps_f) or fps_f <= 0:
+        raise InputError(f"fps must be a positive number, got {fps!r}")
+    data = frames_to_uint8(frames)
+    _, h, w, _ = data.shape
+    if ext in (".mp4", ".webm") and (h % 2 or w % 2):
+        raise InputError(
+            f"cannot write {p}: {ext} (yuv420p) needs an even width and height, got {w}x{h}; "
+            "crop or pad the frames by one pixel, or write a .gif"
+        )
+    return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite)
+
+
+def read_video(path: PathLike) -> tuple[np.ndarray, float]:
+    """Decode every frame of ``path``: float32 (F, H, W, 3) RGB in 0..1, and the average fps.
+
+    Raises :class:`VideoReadError` naming the path when the file is missing, has no video
+    stream, cannot be decoded, or has no frames.
+    """
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
+        raise VideoReadError(f"cannot read video {p}: the file {what}")
+    import av
+
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    try:
+        with av.open(str(p), mode="r") as container:
+            if not container.streams.video:
+                raise VideoReadError(f"cannot read video {p}: the file has no video stream")
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if frame.time is not None:
+                    times.append(float(frame.time))
+            avg = stream.average_rate
+            guessed = getattr(stream, "guessed_rate", None)
+    except VideoReadError:
+        raise
+    except Exception as e:  # av.error.FFmpegError and friends, plus anything odd in decoding
+        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}") from e
+    if not frames:
+        raise VideoReadError(f"cannot read video {p}: it contains no decodable frames")
+    fps = _average_fps(times, avg, guessed)
+    return np.stack(frames).astype(np.float32) / 255.0, fps
+
+
+def _average_fps(times: list[float], avg: Any, guessed: Any) -> float:
+    """Frames per second from the frame timestamps (what the viewer sees), falling back to
+    the container's average / guessed rate when timestamps are missing or degenerate."""
+    if len(times) >= 2:
+        span = max(times) - min(times)
+        if span > 0:
+            return float((len(times) - 1) / span)
+    for rate in (avg, guessed):
+        if rate:
+            return float(rate)
+    return 0.0
