@@ -173,7 +173,7 @@ def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
         check_fits(unet, lora, label=f"LoRA #{i + 1} ({lora.role})")
     if lora_layers(unet):
         raise AdapterError("the UNet already carries LoRA layers; nested attach is not supported")
-    saved: dict[str, torch.Tensor] = {}
+    saved: list[tuple[nn.Module, torch.Tensor]] = []
     try:
         names = {}
         for i, (lora, strength) in enumerate(loras):
@@ -182,18 +182,20 @@ def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
             names[name] = strength
         _set_strengths(unet, names)
         if merge and loras:
-            for lname, layer in lora_layers(unet):
-                saved[lname] = layer.get_base_layer().weight.detach().clone()
-                active = [n for n in names if n in layer.lora_A]
-                layer.merge(adapter_names=active)
+            for _, layer in lora_layers(unet):
+                base = layer.get_base_layer()
+                saved.append((base, base.weight.detach().clone()))
+                layer.merge(adapter_names=[n for n in names if n in layer.lora_A])
+            # Merged weights live in the base layers; dropping the wrappers leaves a plain
+            # model, so a trainable adapter can be added on top without peft re-activating
+            # (and unmerging) these frozen ones.
+            remove_all_loras(unet)
         yield unet
     finally:
-        for lname, layer in lora_layers(unet):
-            if lname in saved:
-                with torch.no_grad():
-                    layer.get_base_layer().weight.copy_(saved[lname])
-                layer.merged_adapters.clear()
         remove_all_loras(unet)
+        with torch.no_grad():
+            for base, weight in saved:
+                base.weight.copy_(weight)
 
 
 def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,
@@ -208,9 +210,17 @@ def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,
         raise AdapterError(f"the UNet has no {role} attention layers to adapt")
     if rank < 1:
         raise AdapterError(f"LoRA rank must be >= 1, got {rank}")
+    before = {name: list(layer.active_adapters) for name, layer in lora_layers(unet)}
     inject_adapter_in_model(_lora_config(modules, rank, alpha, dropout), unet, adapter_name=adapter_name)
     params = []
-    for _, layer in lora_layers(unet):
+    for name, layer in lora_layers(unet):
+        if name in before:
+            # peft makes the new adapter the only active one everywhere; keep the frozen
+            # adapters already attached active (and frozen) as they were.
+            layer.set_adapter(before[name] + ([adapter_name] if adapter_name in layer.lora_A else []))
+            for other in before[name]:
+                for p in (layer.lora_A[other].weight, layer.lora_B[other].weight):
+                    p.requires_grad_(False)
         if adapter_name in layer.lora_A:
             for p in (layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight):
                 p.data = p.data.float()  # LoRA weights train in fp32 even under autocast

@@ -6,6 +6,7 @@ background and motion back from frames. Importing this package loads nothing hea
 from pathlib import Path
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 
 def toy_model_path() -> Path | None:

@@ -1,0 +1,235 @@
+"""The one sampler: text-to-video denoising over diffusers schedulers, and DDIM inversion.
+
+Own loop over ``UNet3DConditionModel`` (diffusers' TextToVideoSDPipeline is deprecated):
+classifier-free guidance with cond/uncond in one batch, per-sample seeds drawn on the
+CPU (the same seed gives the same start noise on any device), optional start latents
+blended with fresh noise, a per-step ``progress`` callback that may raise to cancel, and
+VAE decoding in frame chunks so long clips fit in memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .model import ModelHandle, T2VComponents
+from .textual_inversion import encode_text
+
+ProgressFn = Callable[[int, int, dict], None]
+
+# name -> (diffusers class, extra config); the user-facing names match ComfyUI's habits.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+}
+
+
+def make_scheduler(name: str, config: dict[str, Any]):
+    """A fresh scheduler of the named kind from the model's scheduler config."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    cls_name, extra = SCHEDULERS[name]
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    return getattr(diffusers, cls_name).from_config({**cfg, **extra})
+
+
+def latent_size(components: T2VComponents, height: int | None, width: int | None) -> tuple[int, int, int, int]:
+    """(height, width, latent h, latent w), checking the multiples the UNet needs."""
+    vsf = components.vae_scale_factor
+    sample = components.unet.config.sample_size
+    sample = sample if isinstance(sample, int) else sample[0]
+    height = int(height or sample * vsf)
+    width = int(width or sample * vsf)
+    # each UNet down block but the last halves the latent
+    multiple = vsf * 2 ** (len(components.unet.config.down_block_types) - 1)
+    for label, v in (("height", height), ("width", width)):
+        if v <= 0 or v % multiple:
+            raise InputError(f"{label} {v} is not a positive multiple of {multiple}, which this model needs; "
+                             f"try {max(multiple, round(v / multiple) * multiple)}")
+    return height, width, height // vsf, width // vsf
+
+
+def _check_common(steps: int, guidance_scale: float, num_frames: int, batch_size: int) -> None:
+    if not 1 <= int(steps) <= 1000:
+        raise InputError(f"steps must be in 1..1000, got {steps}")
+    if not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= 100:
+        raise InputError(f"guidance scale must be in 0..100, got {guidance_scale}")
+    if not 1 <= int(num_frames) <= 1024:
+        raise InputError(f"frames must be in 1..1024, got {num_frames}")
+    if not 1 <= int(batch_size) <= 64:
+        raise InputError(f"batch size must be in 1..64, got {batch_size}")
+
+
+def seed_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Start noise for one sample, drawn on the CPU so it does not depend on the device."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(int(seed) % 2**63), dtype=torch.float32)
+
+
+def blend_latents(init: torch.Tensor, noise: torch.Tensor, blend: float) -> torch.Tensor:
+    """Variance-preserving mix: blend 1 = the given latents, 0 = fresh noise."""
+    if not 0.0 <= blend <= 1.0:
+        raise InputError(f"init blend must be in 0..1, got {blend}")
+    return math.sqrt(blend) * init + math.sqrt(1.0 - blend) * noise
+
+
+# --------------------------------------------------------------------------- VAE
+
+@torch.no_grad()
+def encode_frames(components: T2VComponents, frames: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Frames (F,H,W,C) or (B,F,H,W,C) in 0..1 -> scaled latents (B,C,F,h,w), deterministic (mode)."""
+    vae = components.vae
+    if frames.ndim == 4:
+        frames = frames[None]
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise InputError(f"frames must be (F,H,W,3) or (B,F,H,W,3), got {tuple(frames.shape)}")
+    b, f = frames.shape[:2]
+    dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
+    flat = frames.reshape(b * f, *frames.shape[2:]).permute(0, 3, 1, 2) * 2 - 1
+    out = []
+    for i in range(0, flat.shape[0], chunk):
+        out.append(vae.encode(flat[i:i + chunk].to(dev, dt)).latent_dist.mode().float())
+    lat = torch.cat(out) * vae.config.scaling_factor
+    return lat.reshape(b, f, *lat.shape[1:]).permute(0, 2, 1, 3, 4).cpu()
+
+
+@torch.no_grad()
+def decode_latents(components: T2VComponents, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """Scaled latents (B,C,F,h,w) -> frames (B,F,H,W,C) in 0..1 on the CPU, ``chunk`` frames at a time."""
+    vae = components.vae
+    dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
+    b, c, f, h, w = latents.shape
+    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / vae.config.scaling_factor
+    out = []
+    for i in range(0, flat.shape[0], chunk):
+        img = vae.decode(flat[i:i + chunk].to(dev, dt)).sample.float().cpu()
+        out.append(((img + 1) / 2).clamp(0, 1))
+    frames = torch.cat(out).permute(0, 2, 3, 1)
+    return frames.reshape(b, f, *frames.shape[1:])
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _predict(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+             uncond: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+    dt = next(unet.parameters()).dtype
+    if uncond is None:
+        return unet(x.to(dt), t, encoder_hidden_states=cond).sample.float()
+    both = unet(torch.cat([x, x]).to(dt), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+    eps_u, eps_c = both.chunk(2)
+    return eps_u + guidance_scale * (eps_c - eps_u)
+
+
+@torch.no_grad()
+def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None,
+            latents: torch.Tensor, steps: int, guidance_scale: float, scheduler: str = "ddim",
+            seed: int = 0, progress: ProgressFn | None = None, preview: bool = False) -> torch.Tensor:
+    """Run the scheduler from start ``latents`` (unit-variance noise scale) to clean latents.
+
+    ``unet`` is the UNet with whatever adapters the caller attached; ``cond``/``uncond``
+    are per-sample text embeddings. Ancestral schedulers draw from a CPU generator."""
+    sched = make_scheduler(scheduler, components.scheduler_config)
+    sched.set_timesteps(int(steps))
+    dev = next(unet.parameters()).device
+    x = (latents.float() * sched.init_noise_sigma).to(dev)
+    cond = cond.to(dev, next(unet.parameters()).dtype)
+    uncond = uncond.to(dev, cond.dtype) if uncond is not None and guidance_scale != 1.0 else None
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    t0 = time.time()
+    for i, t in enumerate(sched.timesteps):
+        inp = sched.scale_model_input(x, t)
+        eps = _predict(unet, inp, t.to(dev), cond, uncond, guidance_scale)
+        kwargs = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
+        out = sched.step(eps, t, x, **kwargs)
+        x = out.prev_sample
+        if progress is not None:
+            info: dict[str, Any] = {"stage": "sample", "eta_s": (time.time() - t0) / (i + 1) * (len(sched.timesteps) - i - 1)}
+            x0 = getattr(out, "pred_original_sample", None)
+            if preview and x0 is not None:
+                info["preview"] = decode_latents(components, x0[:1])[0]
+            progress(i + 1, len(sched.timesteps), info)
+    return x.cpu()
+
+
+def text_embeddings(handle: ModelHandle, prompts: Sequence[str]) -> torch.Tensor:
+    """Embeddings of ``prompts`` with the handle's textual-inversion tokens."""
+    c = handle.base
+    with torch.no_grad():
+        return encode_text(c.text_encoder, c.tokenizer, prompts, handle.tokens).float()
+
+
+def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_frames: int = 16,
+             height: int | None = None, width: int | None = None, steps: int = 25, guidance_scale: float = 7.5,
+             seed: int = 0, scheduler: str = "ddim", batch_size: int = 1, init_latents: torch.Tensor | None = None,
+             init_blend: float = 1.0, progress: ProgressFn | None = None, preview: bool = False,
+             merge: bool = True, return_latents: bool = False) -> torch.Tensor:
+    """Sample ``batch_size`` videos (seeds ``seed, seed+1, ...``) -> frames (B,F,H,W,C) in 0..1.
+
+    ``init_latents`` (1 or B,C,F,h,w; e.g. from :func:`invert_video`) replace the start
+    noise with weight ``init_blend`` (1 = all inverted structure, 0 = fresh noise). The
+    handle's LoRAs are merged into the weights for the call (``merge``; no per-step LoRA
+    cost) and removed afterwards, leaving the base exactly as it was."""
+    if not isinstance(prompt, str):
+        raise InputError("prompt must be text")
+    _check_common(steps, guidance_scale, num_frames, batch_size)
+    c = handle.base
+    height, width, h, w = latent_size(c, height, width)
+    shape = (c.latent_channels, int(num_frames), h, w)
+    noise = torch.stack([seed_noise(seed + i, shape) for i in range(batch_size)])
+    if init_latents is not None:
+        init = init_latents.float().cpu()
+        if init.ndim != 5 or tuple(init.shape[1:]) != shape or init.shape[0] not in (1, batch_size):
+            raise InputError(f"start latents have shape {tuple(init.shape)} but this video needs "
+                             f"(1, {', '.join(map(str, shape))}); invert a clip with the same frames and size")
+        noise = blend_latents(init.expand(batch_size, *shape), noise, init_blend)
+    cond = text_embeddings(handle, [prompt] * batch_size)
+    uncond = text_embeddings(handle, [negative_prompt] * batch_size) if guidance_scale != 1.0 else None
+    with handle.applied(merge=merge) as unet:
+        latents = denoise(c, unet, cond, uncond, noise, steps, guidance_scale, scheduler, seed, progress, preview)
+    return latents if return_latents else decode_latents(c, latents)
+
+
+@torch.no_grad()
+def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Tensor, cond: torch.Tensor,
+                   steps: int, progress: ProgressFn | None = None) -> torch.Tensor:
+    """DDIM inversion of clean latents to the noise that DDIM with ``steps`` maps back to them."""
+    from diffusers import DDIMInverseScheduler
+
+    cfg = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
+    inv = DDIMInverseScheduler.from_config(cfg)
+    inv.set_timesteps(int(steps))
+    dev = next(unet.parameters()).device
+    x = latents.float().to(dev)
+    cond = cond.to(dev, next(unet.parameters()).dtype)
+    t0 = time.time()
+    for i, t in enumerate(inv.timesteps):
+        eps = _predict(unet, x, t.to(dev), cond, None, 1.0)
+        x = inv.step(eps, t, x).prev_sample
+        if progress is not None:
+            progress(i + 1, len(inv.timesteps),
+                     {"stage": "invert", "eta_s": (time.time() - t0) / (i + 1) * (len(inv.timesteps) - i - 1)})
+    return x.cpu()
+
+
+def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: int = 25,
+                 progress: ProgressFn | None = None) -> torch.Tensor:
+    """Reference frames (F,H,W,C) -> DDIM-inverted latents (1,C,F,h,w) for :func:`generate`."""
+    _check_common(steps, 1.0, frames.shape[0] if frames.ndim == 4 else 1, 1)
+    c = handle.base
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"frames must be (F,H,W,3), got {tuple(frames.shape)}")
+    latent_size(c, frames.shape[1], frames.shape[2])
+    latents = encode_frames(c, frames)
+    cond = text_embeddings(handle, [prompt])
+    with handle.applied(merge=True) as unet:
+        return invert_latents(c, unet, latents, cond, steps, progress)

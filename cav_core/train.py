@@ -1,0 +1,429 @@
+"""The one training loop, and the two stages of Customize-A-Video built on it.
+
+Stage 1, :func:`train_appearance_absorber`: temporal layers bypassed, the reference
+frames as an unordered set of single images (plus random patch crops), appearance
+caption; trains an S-LoRA, textual-inversion tokens, or both.
+Stage 2, :func:`train_temporal_lora`: the absorber merged in and frozen, temporal layers
+active, the whole clip in order, full caption; trains a T-LoRA on temporal attention.
+
+Both call :func:`run_training` with what trains, which latents, which text and whether
+temporal layers are bypassed. Latents and (frozen) text embeddings are computed once per
+run; only trainable textual-inversion rows send the text encoder through a step.
+Randomness of step k derives from (seed, k) alone, so a resumed run draws exactly what
+an uninterrupted one draws, and checkpoints (safetensors, nothing pickled) hold the
+trainable tensors and AdamW state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapter_files import AdapterFile, TokenEmbeddings
+from .adapters import add_trainable_lora, extract_lora
+from .errors import CavError, InputError
+from .fileutil import atomic_write
+from .model import ModelHandle
+from .sample import ProgressFn, decode_latents, denoise, encode_frames, latent_size, seed_noise, text_embeddings
+from .textual_inversion import default_init_word, encode_text, init_embeddings, placeholder_names, with_placeholders
+
+
+class TrainingError(CavError):
+    """Training could not go on (e.g. the loss became non-finite)."""
+
+
+# Defaults, chosen on the toy model (see README "Training defaults").
+ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4,
+                         crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
+TEMPORAL_DEFAULTS = dict(steps=300, rank=4, alpha=4.0, lr=1e-3)
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+# --------------------------------------------------------------------------- the loop
+
+@dataclass
+class TrainJob:
+    """What one run trains and on what. ``batch(step, generator)`` returns ``(x0, cond)``."""
+
+    stage: str
+    unet: nn.Module
+    param_groups: list[dict[str, Any]]
+    batch: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    steps: int
+    noise_config: dict[str, Any]
+    seed: int = 0
+    fingerprint: str = ""
+    progress: ProgressFn | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 50
+    resume: bool = False
+    validate: Callable[[], torch.Tensor] | None = None
+    validate_every: int = 0
+    grad_checkpointing: bool | None = None  # None: on CUDA only
+    losses: list[float] = field(default_factory=list)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % 2**63)
+
+
+@contextlib.contextmanager
+def _checkpointed_blocks(unet: nn.Module, enabled: bool) -> Iterator[None]:
+    """Activation checkpointing per UNet block (UNet3DConditionModel refuses diffusers' own switch)."""
+    from torch.utils.checkpoint import checkpoint
+
+    blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks) if enabled else []
+    for b in blocks:
+        orig = b.forward
+        b.forward = (lambda orig: lambda *a, **k: checkpoint(orig, *a, use_reentrant=False, **k))(orig)
+    try:
+        yield
+    finally:
+        for b in blocks:
+            del b.forward
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed the global RNG for a block (LoRA initialisation) without disturbing the caller's."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _trainable(job: TrainJob) -> list[torch.Tensor]:
+    return [p for g in job.param_groups for p in g["params"]]
+
+
+def _save_checkpoint(job: TrainJob, opt: torch.optim.Optimizer, step: int) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for i, p in enumerate(_trainable(job)):
+        tensors[f"param.{i}"] = p.detach().float().cpu().contiguous()
+        for k, v in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    meta = {"step": str(step), "fingerprint": job.fingerprint, "stage": job.stage,
+            "losses": json.dumps(job.losses)}
+    atomic_write(job.checkpoint_dir / CHECKPOINT_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta),
+                 overwrite=True)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise InputError(f"checkpoint {path} is damaged ({type(e).__name__}); delete it to start over") from None
+
+
+def _restore_checkpoint(job: TrainJob, opt: torch.optim.Optimizer) -> int:
+    """Load the checkpoint of this very run, if any; returns the step to continue from."""
+    path = job.checkpoint_dir / CHECKPOINT_FILE if job.checkpoint_dir else None
+    if path is None or not path.exists():
+        return 0
+    tensors, meta = _read_checkpoint(path)
+    if meta.get("fingerprint") != job.fingerprint:
+        raise InputError(f"checkpoint folder {job.checkpoint_dir} holds a different training run "
+                         "(other frames, caption, model or settings); choose another folder")
+    if not job.resume:
+        raise InputError(f"checkpoint folder {job.checkpoint_dir} already holds this run at step "
+                         f"{meta.get('step')}; resume it (--resume) or choose another folder")
+    params = _trainable(job)
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(tensors[f"param.{i}"].to(p.device, p.dtype))
+            state = {k.split(".", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+            if state:
+                if "step" in state:
+                    state["step"] = state["step"].cpu()  # AdamW keeps its step count on the CPU
+                opt.state[p] = state
+    job.losses[:] = json.loads(meta.get("losses", "[]"))
+    return int(meta["step"])
+
+
+def run_training(job: TrainJob) -> list[float]:
+    """Train ``job``'s parameters for ``job.steps`` steps (continuing a checkpoint if asked).
+
+    ``progress(step, total, info)`` is called every step (info: loss, eta_s, stage and,
+    at validation steps, preview frames); if it raises (a cancel), a checkpoint of the
+    steps done so far is written before the exception goes on."""
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler.from_config({k: v for k, v in job.noise_config.items() if not k.startswith("_")})
+    prediction = noise_sched.config.prediction_type
+    opt = torch.optim.AdamW(job.param_groups, weight_decay=1e-2)
+    params = _trainable(job)
+    start = _restore_checkpoint(job, opt)
+    unet = job.unet
+    dev = next(unet.parameters()).device
+    use_ckpt = job.grad_checkpointing if job.grad_checkpointing is not None else dev.type == "cuda"
+    amp_dtype = next(unet.parameters()).dtype
+    autocast = (torch.autocast(dev.type, dtype=amp_dtype) if dev.type == "cuda" and amp_dtype != torch.float32
+                else contextlib.nullcontext())
+    step = start
+    t0, done_here = time.time(), 0
+    unet.train()
+    try:
+        with _checkpointed_blocks(unet, use_ckpt):
+            for step in range(start, job.steps):
+                g = _step_generator(job.seed, step)
+                x0, cond = job.batch(step, g)
+                noise = torch.randn(x0.shape, generator=g)
+                t = torch.randint(0, noise_sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
+                xt = noise_sched.add_noise(x0, noise, t)
+                target = noise if prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
+                with autocast:
+                    pred = unet(xt.to(dev, amp_dtype), t.to(dev), encoder_hidden_states=cond.to(dev, amp_dtype)).sample
+                loss = torch.nn.functional.mse_loss(pred.float(), target.to(dev))
+                if not torch.isfinite(loss):
+                    where = (f"; the last good checkpoint (step {step - step % job.checkpoint_every}) is in "
+                             f"{job.checkpoint_dir}" if job.checkpoint_dir else "")
+                    raise TrainingError(f"{job.stage}: the loss became {loss.item()} at step {step + 1}{where}; "
+                                        "lower the learning rate and resume")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                job.losses.append(round(loss.item(), 6))
+                done_here += 1
+                if job.checkpoint_dir and (step + 1) % job.checkpoint_every == 0 and step + 1 < job.steps:
+                    _save_checkpoint(job, opt, step + 1)
+                info: dict[str, Any] = {"stage": job.stage, "loss": job.losses[-1],
+                                        "eta_s": (time.time() - t0) / done_here * (job.steps - step - 1)}
+                if job.validate is not None and job.validate_every and (step + 1) % job.validate_every == 0:
+                    unet.eval()
+                    info["preview"] = job.validate()
+                    unet.train()
+                if job.progress is not None:
+                    job.progress(step + 1, job.steps, info)
+            step = job.steps
+    except BaseException:
+        # A cancel (or Ctrl-C) keeps the steps already done: save them if this step finished.
+        if job.checkpoint_dir and 0 < len(job.losses) and step > start:
+            done = start + done_here
+            _save_checkpoint(job, opt, done)
+        raise
+    finally:
+        unet.eval()
+    if job.checkpoint_dir:
+        _save_checkpoint(job, opt, job.steps)
+    return job.losses
+
+
+# --------------------------------------------------------------------------- inputs
+
+def _prepare_frames(handle: ModelHandle, frames: torch.Tensor) -> torch.Tensor:
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise InputError(f"reference frames must be a (F,H,W,3) tensor in 0..1, got {shape}")
+    if frames.shape[0] < 1:
+        raise InputError("reference frames are empty")
+    height, width, _, _ = latent_size(handle.base, None, None)
+    if tuple(frames.shape[1:3]) != (height, width):
+        from .data import fit_frames
+
+        frames = fit_frames(frames, (height, width))
+    return frames.float().clamp(0, 1)
+
+
+def _check_caption(caption: str, label: str) -> str:
+    if not isinstance(caption, str) or not caption.strip():
+        raise InputError(f"{label} is empty: describe the reference video, e.g. 'a dog on a beach'")
+    return caption.strip()
+
+
+def _check_steps(steps: int) -> int:
+    if not isinstance(steps, int) or not 1 <= steps <= 100_000:
+        raise InputError(f"training steps must be an integer in 1..100000, got {steps!r}")
+    return steps
+
+
+def _check_lr(lr: float, label: str) -> float:
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
+        raise InputError(f"{label} must be in (0, 1], got {lr!r}")
+    return float(lr)
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def _as_dir(path: str | os.PathLike | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"checkpoint folder {p} exists and is not a folder")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+# --------------------------------------------------------------------------- stage 1
+
+def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption: str, kind: str = "both",
+                              steps: int | None = None, rank: int = 1, num_tokens: int = 4,
+                              init_word: str | None = None, crop_range: tuple[float, float] | None = None,
+                              lora_lr: float | None = None, ti_lr: float | None = None, seed: int = 0,
+                              progress: ProgressFn | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                              resume: bool = False, alpha: float | None = None,
+                              batch_size: int | None = None) -> AdapterFile:
+    """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames."""
+    from .data import random_patch_crops
+
+    d = ABSORBER_DEFAULTS
+    if kind not in ("lora", "ti", "both"):
+        raise InputError(f"absorber kind must be 'lora', 'ti' or 'both', got {kind!r}")
+    caption = _check_caption(caption, "appearance caption")
+    steps = _check_steps(d["steps"] if steps is None else steps)
+    lora_lr = _check_lr(d["lora_lr"] if lora_lr is None else lora_lr, "LoRA learning rate")
+    ti_lr = _check_lr(d["ti_lr"] if ti_lr is None else ti_lr, "textual-inversion learning rate")
+    crop_range = tuple(d["crop_range"] if crop_range is None else crop_range)
+    alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
+    batch_size = int(batch_size or d["batch_size"])
+    frames = _prepare_frames(handle, frames)
+    c = handle.base
+    if init_word is None and kind != "lora":
+        init_word = default_init_word(caption)
+
+    # The frame set, once: every frame plus random patch crops, encoded by the VAE once.
+    gen = torch.Generator().manual_seed(int(seed))
+    crops = random_patch_crops(frames, d["crop_pool"], crop_range=crop_range, generator=gen)
+    pool = encode_frames(c, torch.cat([frames, crops])[:, None])  # (N, C, 1, h, w)
+
+    tokens = None
+    text = caption
+    if kind in ("ti", "both"):
+        names = placeholder_names(num_tokens)
+        tokens = TokenEmbeddings(names, init_embeddings(c.text_encoder, c.tokenizer, init_word, num_tokens))
+        tokens.embeddings.requires_grad_(True)
+        text = with_placeholders(caption, names, init_word)
+    fingerprint = _fingerprint("absorber", c.model_id, kind, text, steps, rank, alpha, num_tokens, lora_lr, ti_lr,
+                               crop_range, batch_size, seed, frames)
+
+    fixed = None if tokens is not None else text_embeddings(handle, [text])
+
+    def batch(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, pool.shape[0], (batch_size,), generator=g)
+        if tokens is not None:
+            emb = encode_text(c.text_encoder, c.tokenizer, [text], handle.tokens, trainable=tokens)
+        else:
+            emb = fixed
+        return pool[idx], emb.expand(batch_size, -1, -1)
+
+    with handle.with_bypass(True).applied(merge=True) as unet:
+        groups: list[dict[str, Any]] = []
+        if kind in ("lora", "both"):
+            with seeded(seed):
+                params = add_trainable_lora(unet, "spatial", rank, alpha, "cav_absorber")
+            groups.append({"params": params, "lr": lora_lr})
+        if tokens is not None:
+            groups.append({"params": [tokens.embeddings], "lr": ti_lr})
+        job = TrainJob("absorber", unet, groups, batch, steps, c.scheduler_config, seed, fingerprint, progress,
+                       _as_dir(checkpoint_dir), resume=resume)
+        losses = run_training(job)
+        info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "kind": kind,
+                "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
+                "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id}
+        lora = (extract_lora(unet, "cav_absorber", "spatial", base_model=c.model_id, info={"rank": rank})
+                if kind in ("lora", "both") else None)
+    if tokens is not None:
+        tokens = TokenEmbeddings(tokens.tokens, tokens.embeddings.detach().clone())
+    return AdapterFile(kind="absorber", lora=lora, tokens=tokens, base_model=c.model_id, info=info)
+
+
+# --------------------------------------------------------------------------- stage 2
+
+def _caption_for(absorber: AdapterFile | None, caption: str) -> str:
+    if absorber is None or absorber.tokens is None:
+        return caption
+    return with_placeholders(caption, absorber.tokens.tokens, absorber.info.get("init_word"))
+
+
+def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
+    if absorber is None:
+        return
+    if absorber.kind != "absorber" and not (absorber.lora is not None and absorber.lora.role == "spatial"):
+        raise InputError(f"the absorber input is a {absorber.kind}, not an appearance absorber or spatial LoRA")
+    if absorber.base_model and absorber.base_model != handle.model_id and absorber.kind == "absorber":
+        raise InputError(f"the absorber was trained on model {absorber.base_model}, but this model is "
+                         f"{handle.model_id}; train the absorber on this model")
+
+
+def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str, absorber: AdapterFile | None = None,
+                        steps: int | None = None, rank: int = 4, lr: float | None = None, seed: int = 0,
+                        progress: ProgressFn | None = None, validation_prompt: str | None = None,
+                        validate_every: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                        resume: bool = False, alpha: float | None = None, validation_steps: int = 20,
+                        validation_guidance: float = 7.5) -> AdapterFile:
+    """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen."""
+    d = TEMPORAL_DEFAULTS
+    caption = _check_caption(caption, "caption")
+    steps = _check_steps(d["steps"] if steps is None else steps)
+    lr = _check_lr(d["lr"] if lr is None else lr, "learning rate")
+    if not isinstance(rank, int) or not 1 <= rank <= 256:
+        raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
+    alpha = float(rank if alpha is None else alpha)
+    check_absorber(handle, absorber)
+    frames = _prepare_frames(handle, frames)
+    c = handle.base
+    work = handle.with_bypass(False)
+    if absorber is not None:
+        if absorber.lora is not None:
+            work = work.with_lora(absorber.lora, 1.0, name="absorber")
+        if absorber.tokens is not None:
+            work = work.with_tokens(absorber.tokens)
+    text = _caption_for(absorber, caption)
+    latents = encode_frames(c, frames)  # (1, C, F, h, w), once
+    cond = text_embeddings(work, [text])  # frozen: once
+    absorber_id = _fingerprint(*(absorber.lora.tensors[k] for k in sorted(absorber.lora.tensors))) \
+        if absorber is not None and absorber.lora is not None else ""
+    fingerprint = _fingerprint("temporal", c.model_id, text, steps, rank, alpha, lr, seed, frames, absorber_id,
+                               absorber.tokens.embeddings if absorber is not None and absorber.tokens is not None
+                               else None)
+
+    def batch(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return latents, cond
+
+    validate = None
+    if validation_prompt:
+        v_cond = text_embeddings(handle, [validation_prompt])
+        v_uncond = text_embeddings(handle, [""])
+        v_noise = seed_noise(seed, tuple(latents.shape[1:]))[None]
+
+        def validate() -> torch.Tensor:
+            out = denoise(c, job.unet, v_cond, v_uncond, v_noise, validation_steps, validation_guidance,
+                          "ddim", seed)
+            return decode_latents(c, out)[0]
+
+    with work.applied(merge=True) as unet:
+        with seeded(seed):
+            params = add_trainable_lora(unet, "temporal", rank, alpha, "cav_temporal")
+        job = TrainJob("temporal", unet, [{"params": params, "lr": lr}], batch, steps, c.scheduler_config, seed,
+                       fingerprint, progress, _as_dir(checkpoint_dir), resume=resume, validate=validate,
+                       validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)))
+        losses = run_training(job)
+        info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
+                "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
+                "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(frames.shape[0])}
+        lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
+    return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info)
