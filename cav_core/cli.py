@@ -19,6 +19,13 @@ def _quiet() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
@@ -96,6 +103,14 @@ def _checkpoint_dir(args: argparse.Namespace, out: Path) -> Path:
     return args.checkpoint_dir or out.with_name(out.stem + ".checkpoint")
 
 
+def _drop_default_checkpoint(args: argparse.Namespace, out: Path) -> None:
+    """Once the result is safely written, the automatic checkpoint folder has done its job."""
+    import shutil
+
+    if args.checkpoint_dir is None:
+        shutil.rmtree(_checkpoint_dir(args, out), ignore_errors=True)
+
+
 def cmd_train_absorber(args: argparse.Namespace) -> int:
     from .adapter_files import save_adapter
     from .train import train_appearance_absorber
@@ -109,6 +124,7 @@ def cmd_train_absorber(args: argparse.Namespace) -> int:
         init_word=args.init_word, crop_range=crop, lora_lr=args.lr, ti_lr=args.ti_lr, seed=args.seed,
         progress=_progress("absorber step"), checkpoint_dir=_checkpoint_dir(args, out), resume=args.resume)
     written = save_adapter(out, absorber, overwrite=args.overwrite)
+    _drop_default_checkpoint(args, out)
     print(f"wrote {written} (absorber: {absorber.info['kind']}, final loss {absorber.info['final_loss']:.4f})")
     return 0
 
@@ -126,6 +142,7 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
         seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=_checkpoint_dir(args, out),
         resume=args.resume)
     written = save_adapter(out, tlora, overwrite=args.overwrite)
+    _drop_default_checkpoint(args, out)
     print(f"wrote {written} (T-LoRA rank {args.rank}, {tlora.lora.num_params:,} parameters, "
           f"final loss {tlora.info['final_loss']:.4f})")
     return 0

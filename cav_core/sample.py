@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .errors import InputError
@@ -93,14 +94,14 @@ def encode_frames(components: T2VComponents, frames: torch.Tensor, chunk: int = 
         frames = frames[None]
     if frames.ndim != 5 or frames.shape[-1] != 3:
         raise InputError(f"frames must be (F,H,W,3) or (B,F,H,W,3), got {tuple(frames.shape)}")
-    b, f = frames.shape[:2]
+    b = frames.shape[0]
     dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
-    flat = frames.reshape(b * f, *frames.shape[2:]).permute(0, 3, 1, 2) * 2 - 1
+    flat = rearrange(frames, "b f h w c -> (b f) c h w") * 2 - 1
     out = []
     for i in range(0, flat.shape[0], chunk):
-        out.append(vae.encode(flat[i:i + chunk].to(dev, dt)).latent_dist.mode().float())
+        out.append(vae.encode(flat[i:i + chunk].to(dev, dt)).latent_dist.mode().float().cpu())
     lat = torch.cat(out) * vae.config.scaling_factor
-    return lat.reshape(b, f, *lat.shape[1:]).permute(0, 2, 1, 3, 4).cpu()
+    return rearrange(lat, "(b f) c h w -> b c f h w", b=b)
 
 
 @torch.no_grad()
@@ -108,14 +109,13 @@ def decode_latents(components: T2VComponents, latents: torch.Tensor, chunk: int 
     """Scaled latents (B,C,F,h,w) -> frames (B,F,H,W,C) in 0..1 on the CPU, ``chunk`` frames at a time."""
     vae = components.vae
     dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
-    b, c, f, h, w = latents.shape
-    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / vae.config.scaling_factor
+    b = latents.shape[0]
+    flat = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
     out = []
     for i in range(0, flat.shape[0], chunk):
         img = vae.decode(flat[i:i + chunk].to(dev, dt)).sample.float().cpu()
         out.append(((img + 1) / 2).clamp(0, 1))
-    frames = torch.cat(out).permute(0, 2, 3, 1)
-    return frames.reshape(b, f, *frames.shape[1:])
+    return rearrange(torch.cat(out), "(b f) c h w -> b f h w c", b=b)
 
 
 # --------------------------------------------------------------------------- the loop

@@ -1,0 +1,67 @@
+"""Sampling time per step with 0, 1 and 3 adapters attached, as ratios to the base (issue: inference).
+
+Merged mode (the default of ``generate``): LoRA deltas are folded into the weights for
+the call (peft merge), restored bit-exactly after; strengths never change mid-run in
+this sampler, so merging is always valid. Unmerged mode runs peft's LoRA layers each step.
+
+    python benchmarks/sampling_overhead.py [--steps 20] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from _common import machine, toy_handle
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    from cav_core.adapters import LoraWeights
+    from cav_core.layers import role_modules
+    from cav_core.sample import generate
+
+    handle = toy_handle()
+    unet = handle.base.unet
+
+    def lora(role: str, rank: int, seed: int) -> LoraWeights:
+        g = torch.Generator().manual_seed(seed)
+        t, a = {}, {}
+        for m in role_modules(unet, role):
+            lin = unet.get_submodule(m)
+            t[f"{m}.lora_A.weight"] = torch.randn(rank, lin.in_features, generator=g) * 0.01
+            t[f"{m}.lora_B.weight"] = torch.randn(lin.out_features, rank, generator=g) * 0.01
+            a[m] = float(rank)
+        return LoraWeights(role, t, a)
+
+    loras = [lora("temporal", 4, 1), lora("temporal", 4, 2), lora("spatial", 8, 3)]
+    handles = {0: handle, 1: handle.with_lora(loras[0], 1.0),
+               3: handle.with_lora(loras[0], 0.8).with_lora(loras[1], 0.5).with_lora(loras[2], 0.7)}
+
+    def per_step(h, merge: bool) -> float:
+        best = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            generate(h, "a red circle moving left on a black background", steps=args.steps, merge=merge,
+                     return_latents=True)
+            best = min(best, (time.perf_counter() - t0) / args.steps)
+        return best
+
+    per_step(handle, True)  # warm-up
+    base = per_step(handle, True)
+    print(f"sampling time per step (best of {args.repeats}, {args.steps} DDIM steps, guidance 7.5, "
+          f"16x32x32, toy model; {machine()})")
+    print(f"  base: {base * 1e3:.1f} ms/step")
+    for n in (1, 3):
+        m, u = per_step(handles[n], True), per_step(handles[n], False)
+        print(f"  {n} adapter(s): merged {m * 1e3:.1f} ms ({m / base:.3f}x)   unmerged {u * 1e3:.1f} ms ({u / base:.3f}x)")
+    print("goal: <= 1.05x with adapters merged (the sampler's default; merge cost is paid once per call)")
+
+
+if __name__ == "__main__":
+    main()
