@@ -89,7 +89,7 @@ def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and header metadata of a safetensors file, with errors that name the file."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
     p = Path(path)
     if not p.is_file():
@@ -101,9 +101,19 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # SafetensorError, OSError, dtype errors...: the file is unreadable
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+        if head[:1] == b"\x80" or head == b"PK\x03\x04":
+            raise AdapterError(f"{p} is a PyTorch pickle/zip checkpoint named .safetensors; it is refused unread "
+                               f"(pickles can run code when loaded): convert it to real .safetensors first") from None
         raise AdapterError(f"{p} is not a readable .safetensors file ({e}); it may be truncated "
                            f"or in another format") from None
+    bad = next((k for k, t in tensors.items() if t.is_floating_point()
+                and not bool(torch.isfinite(t.float() if t.element_size() < 2 else t).all())), None)
+    if bad is not None:
+        raise AdapterError(f"{p}: tensor {bad!r} holds NaN or infinite values; the file is damaged (or was saved "
+                           f"from a run whose loss diverged): use another copy")
     return tensors, meta
 
 
@@ -113,7 +123,18 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
     if METADATA_KEY not in header:
         raise AdapterError(f"{path} is not a Customize-A-Video adapter file (no '{METADATA_KEY}' metadata); "
                            f"third-party LoRAs load with load_any_lora()")
+    try:
+        return _parse_adapter(path, tensors, header)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise AdapterError(f"{path}: its '{METADATA_KEY}' metadata is damaged or does not match its tensors "
+                           f"({type(e).__name__}: {e}); save the adapter again or use another copy") from None
+
+
+def _parse_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> AdapterFile:
     meta = json.loads(header[METADATA_KEY])
+    if meta.get("kind") not in ("temporal_lora", "spatial_lora", "absorber"):
+        raise AdapterError(f"{path}: unknown adapter kind {meta.get('kind')!r} in its metadata; the file is damaged "
+                           f"or from a newer pack")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise AdapterError(f"{path} has format version {meta['format_version']}; this pack reads up to "
                            f"{FORMAT_VERSION}: update the pack")
@@ -123,6 +144,7 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
         lt = {k[len(LORA_PREFIX):]: v for k, v in tensors.items() if k.startswith(LORA_PREFIX)}
         modules = sorted(k[: -len(".lora_A.weight")] for k in lt if k.endswith(".lora_A.weight"))
         alphas = lm["alphas"] or {m: float(lm["alpha"]) for m in modules}
+        alphas = {m: float(alphas[m]) for m in modules}  # every module needs one
         lora = LoraWeights(role=lm["role"], tensors=lt, alphas=alphas,
                            base_model=meta.get("base_model", ""), info=meta.get("info", {}))
     tokens = None

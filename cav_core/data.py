@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, VideoReadError
+from .errors import CavError, InputError, VideoReadError
+from .video_io import check_complete, video_stream
 
 #: Before the final antialiased resize, frames much larger than the target are shrunk by
 #: the decoder (area filter) to this multiple of the scaled size: a 4K or 8K source then
@@ -29,6 +30,10 @@ PRESHRINK_MARGIN = 2.0
 #: Seeking saves decoding everything before ``start``; below this it is not worth the
 #: risk of a container that seeks imprecisely.
 SEEK_MIN_START_S = 1.0
+
+#: Without ``size`` the frames stay at the source resolution; above this many bytes of
+#: float frames (16 frames of 8K are 6 GiB) the call is refused and asks for a size.
+MAX_UNRESIZED_BYTES = 4 * 1024**3
 
 
 # --------------------------------------------------------------------------- validation
@@ -294,15 +299,19 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
     if not p.is_file():
         what = "is a folder, not a video file" if p.is_dir() else "does not exist"
         raise VideoReadError(f"cannot read video {p}: the file {what}")
+    check_complete(p)
     targets = [start_f + k / fps_f for k in range(num_frames)]
 
     import av
 
     try:
         with av.open(str(p), mode="r") as container:
-            if not container.streams.video:
-                raise VideoReadError(f"cannot read video {p}: the file has no video stream")
-            stream = container.streams.video[0]
+            stream = video_stream(container, p)
+            need = num_frames * (stream.width or 0) * (stream.height or 0) * 3 * 4
+            if fit is None and need > MAX_UNRESIZED_BYTES:
+                raise InputError(f"video {p} is {stream.width}x{stream.height}: {num_frames} frames at full size "
+                                 f"would take {need / 1024**3:.1f} GiB; pass size=(height, width) to resize while "
+                                 f"decoding, or take fewer frames")
             stream.thread_type = "AUTO"
             tb = stream.time_base
             t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
@@ -321,7 +330,7 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
                     container.seek(0, stream=stream, backward=True, any_frame=False)
             if picks is None:
                 picks, seen = _pick_frames(container, stream, targets, t0, fit)
-    except VideoReadError:
+    except CavError:
         raise
     except Exception as e:  # av.error.FFmpegError and friends: not a video, truncated, unknown codec
         raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}; is it a video file "

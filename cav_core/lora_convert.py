@@ -38,7 +38,7 @@ from torch import nn
 
 from .adapter_files import METADATA_KEY, AdapterFile, load_adapter, read_safetensors
 from .adapters import ROLES, LoraWeights, check_fits
-from .errors import AdapterError
+from .errors import AdapterError, CavError
 from .layers import role_modules
 
 # --------------------------------------------------------------------------- key grammar
@@ -399,4 +399,10 @@ def load_any_lora(path: str | os.PathLike, unet: nn.Module | None = None, role: 
         if unet is not None and adapter.lora is not None:
             check_fits(unet, adapter.lora, label=str(p))
         return adapter
-    return convert_lora(tensors, header, unet=unet, role=role, source=str(p), path=p)
+    try:
+        return convert_lora(tensors, header, unet=unet, role=role, source=str(p), path=p)
+    except CavError:
+        raise
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:  # e.g. an empty alpha tensor
+        raise AdapterError(f"{p}: the LoRA file is malformed ({type(e).__name__}: {e}); re-export it from the "
+                           f"tool that made it") from None

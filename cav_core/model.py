@@ -55,9 +55,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
         raise InputError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available in this PyTorch install; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s) "
+                         f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise InputError(f"device {device!r}: Apple MPS is not available here; use 'auto' or 'cpu'")
+    return dev
 
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
@@ -66,16 +75,23 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float1
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
     """'auto' is fp16 on CUDA/MPS (how ModelScope is run) and fp32 on CPU, where fp16
-    kernels are slow or missing."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
+    kernels are slow or missing. Half precision on the CPU is refused (not silently
+    changed), and so is bf16 on a GPU without bf16 support (before Ampere): use fp16."""
     if dtype == "auto":
         return torch.float16 if device is not None and device.type in ("cuda", "mps") else torch.float32
-    if dtype not in _DTYPES:
+    if isinstance(dtype, torch.dtype):
+        dt, name = dtype, str(dtype).replace("torch.", "")
+    elif dtype in _DTYPES:
+        dt, name = _DTYPES[dtype], dtype
+    else:
         raise InputError(f"unknown dtype {dtype!r}; use 'auto', 'fp32', 'fp16' or 'bf16'")
-    if _DTYPES[dtype] != torch.float32 and device is not None and device.type == "cpu":
-        raise InputError(f"dtype {dtype} is not supported on the CPU here; use 'fp32' (or 'auto')")
-    return _DTYPES[dtype]
+    if dt not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype {name} is not usable for the model; use 'auto', 'fp32', 'fp16' or 'bf16'")
+    if dt != torch.float32 and device is not None and device.type == "cpu":
+        raise InputError(f"dtype {name} is not supported on the CPU here; use 'fp32' (or 'auto')")
+    if dt == torch.bfloat16 and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"dtype {name} is not supported by this GPU; use 'fp16' (or 'auto')")
+    return dt
 
 
 # --------------------------------------------------------------------------- components
@@ -155,6 +171,8 @@ def _check_layout(folder: Path) -> dict[str, Any]:
         index = json.loads(index_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{index_path} is not valid JSON: {e}") from None
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{index_path} is not a diffusers model index (a JSON object naming the components)")
     for comp, classes in COMPONENT_CLASSES.items():
         entry = index.get(comp)
         if not entry:
@@ -170,6 +188,11 @@ def _check_layout(folder: Path) -> dict[str, Any]:
             raise ModelLoadError(f"{folder}: component folder '{comp}/' is missing")
         if comp != "tokenizer" and not any(sub.glob("*config.json")):
             raise ModelLoadError(f"{sub}: no config file; the '{comp}' component is incomplete")
+        if comp == "tokenizer" and not ((sub / "tokenizer.json").is_file()
+                                        or ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file())):
+            # transformers would build an empty-vocabulary tokenizer and every prompt would be lost
+            raise ModelLoadError(f"{sub}: no vocabulary (tokenizer.json, or vocab.json + merges.txt); the "
+                                 f"'tokenizer' component is incomplete")
     return index
 
 
@@ -207,16 +230,23 @@ def load_t2v(path: str | os.PathLike, device: str | torch.device = "auto",
         variant, use_st = _weights_variant(sub, WEIGHT_STEMS[comp], dt)
         try:
             loaded[comp] = cls.from_pretrained(str(sub), variant=variant, use_safetensors=use_st, torch_dtype=dt)
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise ModelLoadError(f"{sub}: could not load the {comp} ({type(e).__name__}: {str(e)[:300]})") from None
+        except Exception as e:  # OSError, SafetensorError, config errors...: the files are damaged or wrong
+            raise ModelLoadError(f"{sub}: could not load the {comp} ({type(e).__name__}: {str(e)[:300]}); the "
+                                 f"files may be incomplete: download the model again") from None
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
-    except (OSError, ValueError, TypeError) as e:
-        raise ModelLoadError(f"{folder / 'tokenizer'}: could not load the tokenizer ({str(e)[:300]})") from None
+    except Exception as e:  # OSError, JSON and tokenizers errors: the files are damaged or wrong
+        raise ModelLoadError(f"{folder / 'tokenizer'}: could not load the tokenizer ({str(e)[:300]}); the files "
+                             f"may be incomplete: download the model again") from None
     sched_files = sorted((folder / "scheduler").glob("scheduler_config.json"))
     if not sched_files:
         raise ModelLoadError(f"{folder / 'scheduler'}: scheduler_config.json is missing")
-    scheduler_config = json.loads(sched_files[0].read_text())
+    try:
+        scheduler_config = json.loads(sched_files[0].read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{sched_files[0]} is not valid JSON: {e}") from None
+    if not isinstance(scheduler_config, dict):
+        raise ModelLoadError(f"{sched_files[0]} is not a scheduler config (a JSON object)")
     for m in (loaded["unet"], loaded["vae"], loaded["text_encoder"]):
         m.to(dev)
     _freeze(loaded["unet"], loaded["vae"], loaded["text_encoder"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
+import operator
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,15 +63,25 @@ def latent_size(components: T2VComponents, height: int | None, width: int | None
     return height, width, height // vsf, width // vsf
 
 
+def _whole(value: Any, label: str, lo: int, hi: int) -> int:
+    """``value`` as an int in lo..hi; floats, text and bools are refused, not rounded."""
+    try:
+        n = operator.index(value)  # ints and numpy ints
+        ok = not isinstance(value, bool)
+    except TypeError:
+        n, ok = 0, False
+    if not ok or not lo <= n <= hi:
+        raise InputError(f"{label} must be in {lo}..{hi} (a whole number), got {value!r}")
+    return n
+
+
 def _check_common(steps: int, guidance_scale: float, num_frames: int, batch_size: int) -> None:
-    if not 1 <= int(steps) <= 1000:
-        raise InputError(f"steps must be in 1..1000, got {steps}")
-    if not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= 100:
-        raise InputError(f"guidance scale must be in 0..100, got {guidance_scale}")
-    if not 1 <= int(num_frames) <= 1024:
-        raise InputError(f"frames must be in 1..1024, got {num_frames}")
-    if not 1 <= int(batch_size) <= 64:
-        raise InputError(f"batch size must be in 1..64, got {batch_size}")
+    _whole(steps, "steps", 1, 1000)
+    g = float(guidance_scale) if isinstance(guidance_scale, numbers.Real) else float("nan")
+    if isinstance(guidance_scale, bool) or not math.isfinite(g) or not 0 <= g <= 100:
+        raise InputError(f"guidance scale must be in 0..100, got {guidance_scale!r}")
+    _whole(num_frames, "frames", 1, 1024)
+    _whole(batch_size, "batch size", 1, 64)
 
 
 def seed_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -179,8 +191,8 @@ def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_fr
     noise with weight ``init_blend`` (1 = all inverted structure, 0 = fresh noise). The
     handle's LoRAs are merged into the weights for the call (``merge``; no per-step LoRA
     cost) and removed afterwards, leaving the base exactly as it was."""
-    if not isinstance(prompt, str):
-        raise InputError("prompt must be text")
+    if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+        raise InputError("prompt and negative prompt must be text")
     _check_common(steps, guidance_scale, num_frames, batch_size)
     c = handle.base
     height, width, h, w = latent_size(c, height, width)

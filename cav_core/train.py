@@ -32,6 +32,7 @@ from torch import nn
 
 from .adapter_files import AdapterFile, TokenEmbeddings
 from .adapters import add_trainable_lora, extract_lora
+from .device_guard import check_training_memory
 from .errors import CavError, InputError
 from .fileutil import atomic_write
 from .model import ModelHandle
@@ -176,6 +177,7 @@ def run_training(job: TrainJob) -> list[float]:
                 else contextlib.nullcontext())
     step = start
     t0, done_here = time.time(), 0
+    saved = start if start > 0 else None  # step of this run's checkpoint on disk
     unet.train()
     try:
         with _checkpointed_blocks(unet, use_ckpt):
@@ -190,18 +192,19 @@ def run_training(job: TrainJob) -> list[float]:
                     pred = unet(xt.to(dev, amp_dtype), t.to(dev), encoder_hidden_states=cond.to(dev, amp_dtype)).sample
                 loss = torch.nn.functional.mse_loss(pred.float(), target.to(dev))
                 if not torch.isfinite(loss):
-                    where = (f"; the last good checkpoint (step {step - step % job.checkpoint_every}) is in "
-                             f"{job.checkpoint_dir}" if job.checkpoint_dir else "")
-                    raise TrainingError(f"{job.stage}: the loss became {loss.item()} at step {step + 1}{where}; "
-                                        "lower the learning rate and resume")
+                    raise TrainingError(f"{job.stage}: the loss became {loss.item()} at step {step + 1}, training "
+                                        f"stopped; {_kept(job, saved)}. Lower the learning rate and train again "
+                                        f"(other settings need another checkpoint folder)")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 job.losses.append(round(loss.item(), 6))
                 done_here += 1
-                if job.checkpoint_dir and (step + 1) % job.checkpoint_every == 0 and step + 1 < job.steps:
+                if job.checkpoint_dir and (step + 1) % job.checkpoint_every == 0 and step + 1 < job.steps \
+                        and _finite(params):  # never replace a good checkpoint by diverged weights
                     _save_checkpoint(job, opt, step + 1)
+                    saved = step + 1
                 info: dict[str, Any] = {"stage": job.stage, "loss": job.losses[-1],
                                         "eta_s": (time.time() - t0) / done_here * (job.steps - step - 1)}
                 if job.validate is not None and job.validate_every and (step + 1) % job.validate_every == 0:
@@ -211,17 +214,40 @@ def run_training(job: TrainJob) -> list[float]:
                 if job.progress is not None:
                     job.progress(step + 1, job.steps, info)
             step = job.steps
-    except BaseException:
+    except TrainingError:
+        raise  # diverged: the last good checkpoint stays as it is
+    except BaseException as e:
         # A cancel (or Ctrl-C) keeps the steps already done: save them if this step finished.
-        if job.checkpoint_dir and 0 < len(job.losses) and step > start:
-            done = start + done_here
-            _save_checkpoint(job, opt, done)
+        if job.checkpoint_dir and 0 < len(job.losses) and step > start and _finite(params):
+            saved = start + done_here
+            _save_checkpoint(job, opt, saved)
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            raise TrainingError(f"{job.stage}: out of GPU memory at step {step + 1}; {_kept(job, saved)}. Use fewer "
+                                f"frames (or a smaller batch), close other programs using the GPU, and train "
+                                f"again") from e
         raise
     finally:
         unet.eval()
+    if not _finite(params):
+        raise TrainingError(f"{job.stage}: the trained weights became NaN or infinite in the last step; "
+                            f"{_kept(job, saved)}. Lower the learning rate and train again")
     if job.checkpoint_dir:
         _save_checkpoint(job, opt, job.steps)
     return job.losses
+
+
+def _finite(params: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def _kept(job: TrainJob, saved: int | None) -> str:
+    """What is left of a stopped run, for its error message."""
+    if job.checkpoint_dir is None:
+        return "no checkpoint folder was given, so nothing was kept"
+    if saved is None:
+        return (f"no checkpoint was written yet (the first comes at step {job.checkpoint_every}), "
+                f"{job.checkpoint_dir} holds nothing of this run")
+    return f"the last good checkpoint (step {saved}) is kept in {job.checkpoint_dir}"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -298,9 +324,12 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
     lora_lr = _check_lr(d["lora_lr"] if lora_lr is None else lora_lr, "LoRA learning rate")
     ti_lr = _check_lr(d["ti_lr"] if ti_lr is None else ti_lr, "textual-inversion learning rate")
     crop_range = tuple(d["crop_range"] if crop_range is None else crop_range)
+    if kind != "ti" and (not isinstance(rank, int) or not 1 <= rank <= 256):
+        raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
     batch_size = int(batch_size or d["batch_size"])
     frames = _prepare_frames(handle, frames)
+    check_training_memory(handle.base, 1, frames.shape[1], frames.shape[2], batch_size, stage="absorber")
     c = handle.base
     if init_word is None and kind != "lora":
         init_word = default_init_word(caption)
@@ -385,6 +414,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     alpha = float(rank if alpha is None else alpha)
     check_absorber(handle, absorber)
     frames = _prepare_frames(handle, frames)
+    check_training_memory(handle.base, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     c = handle.base
     work = handle.with_bypass(False)
     if absorber is not None:

@@ -8,6 +8,7 @@ video under the user's name.
 
 from __future__ import annotations
 
+import mmap
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,10 @@ extra bytes cost nothing and measures on re-read clips stay close to the origina
 WEBM_CRF: int = 15
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".gif")
+
+MAX_READ_BYTES: int = 4 * 1024**3
+"""read_video decodes every frame at full size; past this many bytes of float frames it
+stops with an :class:`InputError` instead of running out of memory."""
 
 
 def _to_numpy(frames: Any) -> np.ndarray:
@@ -163,32 +168,38 @@ def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True)
 def read_video(path: PathLike) -> tuple[np.ndarray, float]:
     """Decode every frame of ``path``: float32 (F, H, W, 3) RGB in 0..1, and the average fps.
 
-    Raises :class:`VideoReadError` naming the path when the file is missing, has no video
-    stream, cannot be decoded, or has no frames.
+    Raises :class:`VideoReadError` naming the path when the file is missing, empty, cut
+    short (see :func:`check_complete`), a still image or text file, has no video stream,
+    cannot be decoded, or has no frames.
     """
     p = Path(path)
     if not p.is_file():
         what = "is a folder, not a video file" if p.is_dir() else "does not exist"
         raise VideoReadError(f"cannot read video {p}: the file {what}")
+    check_complete(p)
     import av
 
     frames: list[np.ndarray] = []
     times: list[float] = []
     try:
         with av.open(str(p), mode="r") as container:
-            if not container.streams.video:
-                raise VideoReadError(f"cannot read video {p}: the file has no video stream")
-            stream = container.streams.video[0]
+            stream = video_stream(container, p)
             for frame in container.decode(stream):
                 frames.append(frame.to_ndarray(format="rgb24"))
+                held = len(frames) * frames[0].size * 4  # bytes once converted to float32
+                if held > MAX_READ_BYTES:
+                    raise InputError(f"video {p} is too large to read whole: {len(frames)} frame(s) of "
+                                     f"{frame.width}x{frame.height} already take {held / 1024**3:.1f} GiB; load a "
+                                     f"clip of it resized instead (data.load_video_clip with size and num_frames)")
                 if frame.time is not None:
                     times.append(float(frame.time))
             avg = stream.average_rate
             guessed = getattr(stream, "guessed_rate", None)
-    except VideoReadError:
+    except (VideoReadError, InputError):
         raise
     except Exception as e:  # av.error.FFmpegError and friends, plus anything odd in decoding
-        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}") from e
+        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}; is it a video file "
+                             f"(mp4, webm, mov, mkv, gif)?") from e
     if not frames:
         raise VideoReadError(f"cannot read video {p}: it contains no decodable frames")
     fps = _average_fps(times, avg, guessed)
@@ -206,3 +217,139 @@ def _average_fps(times: list[float], avg: Any, guessed: Any) -> float:
         if rate:
             return float(rate)
     return 0.0
+
+
+# --------------------------------------------------------------------------- file checks
+
+#: Demuxers that make "video" out of text (``tty`` opens any .txt file as ANSI art).
+_TEXT_FORMATS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
+
+
+def video_stream(container: Any, path: Path) -> Any:
+    """The first video stream of an opened PyAV ``container``; :class:`VideoReadError`
+    for a file without one, a still image (png, jpeg, webp, ...) or a text file, which
+    ffmpeg would otherwise open as a one-frame or text-rendering "video"."""
+    names = set(container.format.name.split(","))
+    if names & _TEXT_FORMATS:
+        raise VideoReadError(f"cannot read video {path}: it is a text file, not a video; give a video file "
+                             f"(mp4, webm, mov, mkv, gif)")
+    still = sorted(n for n in names if (n.endswith("_pipe") and n != "gif_pipe") or n in ("image2", "image2pipe"))
+    if still:
+        kind = still[0].replace("_pipe", "")
+        raise VideoReadError(f"cannot read video {path}: it is a still image ({kind}), not a video; give a video "
+                             f"file (mp4, webm, mov, mkv, gif), or load the image as frames with an image loader")
+    if not container.streams.video:
+        raise VideoReadError(f"cannot read video {path}: the file has no video stream")
+    return container.streams.video[0]
+
+
+def check_complete(path: PathLike) -> None:
+    """Raise :class:`VideoReadError` if the file at ``path`` is empty or was cut short.
+
+    A partly downloaded or copied video often still decodes, silently missing its end;
+    this reads the container's own size fields instead: the top-level boxes of
+    mp4/mov, the segment of mkv/webm (unless it was written with an unknown size, as
+    live recordings are), the block chain of a GIF up to its trailer. Other formats
+    pass unchecked (ffmpeg reports what it can)."""
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        raise VideoReadError(f"cannot read video {p}: the file is empty (0 bytes)")
+    with open(p, "rb") as f:
+        head = f.read(16)
+        if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+            problem = _mp4_shortfall(f, size)
+        elif head[:4] == b"\x1aE\xdf\xa3":
+            problem = _ebml_shortfall(f, size)
+        elif head[:6] in (b"GIF87a", b"GIF89a"):
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                problem = _gif_shortfall(data)
+        else:
+            problem = None
+    if problem:
+        raise VideoReadError(f"cannot read video {p}: the file is incomplete ({problem}); it was cut short, e.g. by "
+                             f"an interrupted download or copy: get the whole file again")
+
+
+def _mp4_shortfall(f: Any, size: int) -> str | None:
+    pos = 0
+    while pos < size:
+        f.seek(pos)
+        hdr = f.read(16)
+        if len(hdr) < 8:
+            return f"it ends inside a box header at byte {pos} of {size}"
+        n, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8].decode("latin-1")
+        if n == 1:
+            if len(hdr) < 16:
+                return f"it ends inside the header of its '{kind}' box"
+            n = int.from_bytes(hdr[8:16], "big")
+        elif n == 0:
+            return None  # the last box runs to the end of the file
+        if n < 8:
+            return None  # not a box structure after all: leave it to ffmpeg
+        if pos + n > size:
+            return f"its '{kind}' box needs {pos + n} bytes, the file has {size}"
+        pos += n
+    return None
+
+
+def _ebml_vint(f: Any, keep_marker: bool) -> tuple[int, int, bool] | None:
+    """(value, length, unknown-size) of an EBML variable-size integer, None at end of file."""
+    first = f.read(1)
+    if not first:
+        return None
+    b = first[0]
+    length = next((i + 1 for i in range(8) if b & (0x80 >> i)), 0)
+    if length == 0:
+        return 0, 1, True  # invalid: treat as unknown, no verdict
+    rest = f.read(length - 1)
+    if len(rest) < length - 1:
+        return None
+    value = (b if keep_marker else b & (0xFF >> length)).to_bytes(1, "big") + rest
+    v = int.from_bytes(value, "big")
+    return v, length, (not keep_marker and v == (1 << (7 * length)) - 1)
+
+
+def _ebml_shortfall(f: Any, size: int) -> str | None:
+    pos = 0
+    while pos < size:
+        f.seek(pos)
+        ident, size_field = _ebml_vint(f, True), None
+        if ident is not None:
+            size_field = _ebml_vint(f, False)
+        if ident is None or size_field is None:
+            return f"it ends inside an element header at byte {pos} of {size}"
+        n, unknown = size_field[0], size_field[2]
+        if unknown:
+            return None  # written live, without a final size: nothing to compare
+        end = pos + ident[1] + size_field[1] + n
+        if end > size:
+            what = "segment" if ident[0] == 0x18538067 else f"element 0x{ident[0]:X}"
+            return f"its {what} needs {end} bytes, the file has {size}"
+        pos = end
+    return None
+
+
+def _gif_shortfall(data: Any) -> str | None:
+    size = len(data)
+    cut = f"it ends at byte {size} before the GIF trailer"
+    if size < 13:
+        return cut
+    pos = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while pos < size:
+        block = data[pos]
+        if block == 0x3B:
+            return None
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif block == 0x2C:  # image: descriptor, local palette, LZW code size, then sub-blocks
+            if pos + 10 > size:
+                return cut
+            flags = data[pos + 9]
+            pos += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:
+            return None  # not a block we know: leave the verdict to the decoder
+        while pos < size and data[pos] != 0:
+            pos += 1 + data[pos]
+        pos += 1
+    return cut
