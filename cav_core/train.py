@@ -47,7 +47,7 @@ class TrainingError(CavError):
 # Defaults, chosen on the toy model (see README "Training defaults").
 ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4,
                          crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
-TEMPORAL_DEFAULTS = dict(steps=300, rank=4, alpha=4.0, lr=1e-3)
+TEMPORAL_DEFAULTS = dict(steps=300, rank=4, alpha=4.0, lr=1e-3, min_timestep=0)
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
@@ -72,6 +72,7 @@ class TrainJob:
     validate: Callable[[], torch.Tensor] | None = None
     validate_every: int = 0
     grad_checkpointing: bool | None = None  # None: on CUDA only
+    min_timestep: int = 0  # train only on noise levels from here up (where layout and motion form)
     losses: list[float] = field(default_factory=list)
 
 
@@ -185,7 +186,8 @@ def run_training(job: TrainJob) -> list[float]:
                 g = _step_generator(job.seed, step)
                 x0, cond = job.batch(step, g)
                 noise = torch.randn(x0.shape, generator=g)
-                t = torch.randint(0, noise_sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
+                t = torch.randint(int(job.min_timestep), noise_sched.config.num_train_timesteps, (x0.shape[0],),
+                                  generator=g)
                 xt = noise_sched.add_noise(x0, noise, t)
                 target = noise if prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
                 with autocast:
@@ -450,7 +452,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
             params = add_trainable_lora(unet, "temporal", rank, alpha, "cav_temporal")
         job = TrainJob("temporal", unet, [{"params": params, "lr": lr}], batch, steps, c.scheduler_config, seed,
                        fingerprint, progress, _as_dir(checkpoint_dir), resume=resume, validate=validate,
-                       validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)))
+                       validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)),
+                       min_timestep=int(d["min_timestep"]))
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
                 "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
