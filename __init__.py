@@ -1,18 +1,25 @@
 """ComfyUI entry point of the Customize-A-Video node pack.
 
-ComfyUI imports this folder as a package; the nodes live in ``nodes/`` and all logic in
-``cav_core/`` (usable without ComfyUI). Heavy imports are deferred to node execution so
-the pack adds little to ComfyUI's start-up."""
+ComfyUI imports this folder as a package and calls ``comfy_entrypoint`` (the V3 node API,
+``comfy_api.latest``). The nodes live in ``nodes/`` and all logic in ``cav_core/``
+(usable without ComfyUI). Heavy imports (diffusers, peft, transformers) are deferred to
+node execution so the pack adds little to ComfyUI's start-up."""
 
 import os
 import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
-if _here not in sys.path:  # cav_core is importable even when the pack is not pip-installed
-    sys.path.insert(0, _here)
+try:  # pip-installed (pip install -e .) or already importable
+    import cav_core  # noqa: F401
+except ImportError:  # a plain git clone into custom_nodes: use the bundled copy.
+    # Appended, not prepended: this folder also holds a `nodes` package, which must never
+    # shadow ComfyUI's own top-level `nodes` module.
+    sys.path.append(_here)
+
+from .nodes import NODES, comfy_entrypoint  # noqa: E402
 
 WEB_DIRECTORY = None
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# No NODE_CLASS_MAPPINGS here on purpose: ComfyUI prefers V1 mappings over
+# comfy_entrypoint when a module has both.
+__all__ = ["comfy_entrypoint", "NODES"]

@@ -217,8 +217,8 @@ def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Te
     """DDIM inversion of clean latents to the noise that DDIM with ``steps`` maps back to them."""
     from diffusers import DDIMInverseScheduler
 
-    cfg = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
-    inv = DDIMInverseScheduler.from_config(cfg)
+    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    inv = DDIMInverseScheduler.from_config({k: v for k, v in components.scheduler_config.items() if k in accepted})
     inv.set_timesteps(int(steps))
     dev = next(unet.parameters()).device
     x = latents.float().to(dev)

@@ -1,0 +1,166 @@
+"""A minimal stand-in for ``comfy_api.latest`` (``io`` and ``ComfyExtension``), used only
+when the nodes are imported *outside* ComfyUI: by the pack's own tests and by scripts that
+call nodes directly or build the example workflows. It implements the small subset of the
+V3 schema API these nodes use, with the same names and keyword arguments, so a node module
+is written once against the real API. Inside ComfyUI the real ``comfy_api.latest`` is
+always used (see ``_io.py``); the server test checks the real one end to end."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+class NumberDisplay(str, enum.Enum):
+    number = "number"
+    slider = "slider"
+
+
+class _Input:
+    io_type = "*"
+
+    def __init__(self, id: str, display_name: str | None = None, optional: bool = False,
+                 tooltip: str | None = None, lazy: bool | None = None, default: Any = None,
+                 force_input: bool | None = None, socketless: bool | None = None, **widget: Any):
+        self.id = id
+        self.display_name = display_name
+        self.optional = optional
+        self.tooltip = tooltip
+        self.lazy = lazy
+        self.default = default
+        self.force_input = force_input
+        self.socketless = socketless
+        for k, v in widget.items():
+            setattr(self, k, v)
+
+    def get_io_type(self) -> str:
+        return self.io_type
+
+
+class _Output:
+    io_type = "*"
+
+    def __init__(self, id: str | None = None, display_name: str | None = None, tooltip: str | None = None,
+                 is_output_list: bool = False):
+        self.id = id
+        self.display_name = display_name
+        self.tooltip = tooltip
+        self.is_output_list = is_output_list
+
+    def get_io_type(self) -> str:
+        return self.io_type
+
+
+def _comfytype(io_type: str, widget_kwargs: tuple[str, ...] = ()):
+    """A type with nested ``Input`` / ``Output`` classes, like the real ``io.Image`` etc."""
+
+    class _In(_Input):
+        def __init__(self, id: str, *args: Any, **kwargs: Any):
+            unknown = set(kwargs) - set(widget_kwargs) - {
+                "display_name", "optional", "tooltip", "lazy", "default", "force_input", "socketless"}
+            if unknown or args:
+                raise TypeError(f"{io_type}.Input got unexpected arguments {sorted(unknown) or args}")
+            super().__init__(id, **kwargs)
+
+    _In.io_type = io_type
+
+    class _Out(_Output):
+        pass
+
+    _Out.io_type = io_type
+    return type(io_type.title(), (), {"io_type": io_type, "Input": _In, "Output": _Out})
+
+
+def Custom(io_type: str):  # noqa: N802 (same name as the real API)
+    return _comfytype(io_type)
+
+
+Image = _comfytype("IMAGE")
+Latent = _comfytype("LATENT")
+Video = _comfytype("VIDEO")
+Int = _comfytype("INT", ("min", "max", "step", "control_after_generate", "display_mode"))
+Float = _comfytype("FLOAT", ("min", "max", "step", "round", "display_mode"))
+String = _comfytype("STRING", ("multiline", "placeholder", "dynamic_prompts"))
+Boolean = _comfytype("BOOLEAN", ("label_on", "label_off"))
+Combo = _comfytype("COMBO", ("options", "control_after_generate", "upload", "image_folder", "remote"))
+
+
+@dataclass
+class Schema:
+    node_id: str
+    display_name: str | None = None
+    category: str = "sd"
+    inputs: list | None = None
+    outputs: list | None = None
+    hidden: list | None = None
+    description: str = ""
+    is_input_list: bool = False
+    is_output_node: bool = False
+    is_deprecated: bool = False
+    is_experimental: bool = False
+    is_api_node: bool = False
+    not_idempotent: bool = False
+    enable_expand: bool = False
+
+
+class NodeOutput:
+    def __init__(self, *args: Any, ui: Any = None, expand: Any = None, block_execution: Any = None):
+        self.args = args
+        self.ui = ui
+        self.expand = expand
+        self.block_execution = block_execution
+
+    @property
+    def result(self):
+        return self.args if self.args else None
+
+    def __getitem__(self, index: int) -> Any:
+        return self.args[index]
+
+
+class ComfyNode:
+    hidden = None
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        raise NotImplementedError
+
+    @classmethod
+    def execute(cls, **kwargs: Any) -> NodeOutput:
+        raise NotImplementedError
+
+    @classmethod
+    def GET_SCHEMA(cls) -> Schema:  # noqa: N802 (the real API's name)
+        return cls.define_schema()
+
+
+class ComfyExtension(ABC):
+    async def on_load(self) -> None:
+        """Called when the extension is loaded."""
+
+    @abstractmethod
+    async def get_node_list(self) -> list[type[ComfyNode]]:
+        """The node classes of this extension."""
+
+
+class _IoNamespace:
+    """``io`` as a namespace object, like ``from comfy_api.latest import io``."""
+
+    NumberDisplay = NumberDisplay
+    Custom = staticmethod(Custom)
+    Image = Image
+    Latent = Latent
+    Video = Video
+    Int = Int
+    Float = Float
+    String = String
+    Boolean = Boolean
+    Combo = Combo
+    Schema = Schema
+    NodeOutput = NodeOutput
+    ComfyNode = ComfyNode
+
+
+io = _IoNamespace()

@@ -1,0 +1,198 @@
+"""Loading the model and reference videos; loading and saving T-LoRAs / absorbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import comfy_bridge as bridge
+from ._io import CATEGORY, Adapter, T2VModel, io
+
+DEVICES = ["default", "cpu", "cuda", "mps"]
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+SAVE_LOCATIONS = ["output/loras", "models/loras"]
+
+
+class LoadModelScopeT2V(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoadModelScopeT2V",
+            display_name="Load ModelScope T2V",
+            category=CATEGORY,
+            description="Loads a ModelScope-style text-to-video model (diffusers folder with model_index.json: "
+                        "UNet3D + CLIP text encoder + VAE, e.g. text-to-video-ms-1.7b or zeroscope_v2) from "
+                        "models/diffusers, or the tiny toy model shipped with the pack.",
+            inputs=[
+                io.Combo.Input("model", options=[bridge.TOY_MODEL] + bridge.diffusers_models(),
+                               default=bridge.TOY_MODEL,
+                               tooltip="A folder under models/diffusers that holds model_index.json, or the "
+                                       "embedded 32x32 toy model (fast on CPU, for trying the pack out)."),
+                io.Combo.Input("device", options=DEVICES, default="default",
+                               tooltip="'default' is ComfyUI's compute device (the GPU unless started with --cpu)."),
+                io.Combo.Input("dtype", options=DTYPES, default="auto",
+                               tooltip="'auto' is fp16 on GPUs and fp32 on the CPU. LoRAs always train in fp32."),
+                io.String.Input("path", default="", optional=True,
+                                tooltip="Optional full path to a diffusers T2V folder; when set it is used "
+                                        "instead of 'model'."),
+            ],
+            outputs=[T2VModel.Output(display_name="model",
+                                     tooltip="The model handle; Apply*/Bypass nodes return new handles and never "
+                                             "change this one.")],
+        )
+
+    @classmethod
+    def execute(cls, model, device, dtype, path="") -> io.NodeOutput:
+        from cav_core.model import load_t2v
+
+        folder = bridge.resolve_model(model, path)
+        with bridge.autograd_enabled():  # normal (not inference) weight tensors, so the training nodes can use them
+            handle = load_t2v(folder, device=bridge.device(device), dtype=dtype)
+        return io.NodeOutput(handle)
+
+
+class LoadReferenceVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoadReferenceVideo",
+            display_name="Load Reference Video",
+            category=CATEGORY,
+            description="Reads a reference clip as IMAGE frames, resampled to a frame rate from a start time: one "
+                        "of the clips bundled with the pack (toy world motions) or a video from ComfyUI's input "
+                        "folder or any path.",
+            inputs=[
+                io.Combo.Input("video", options=list(bridge.bundled_clips()) + bridge.input_videos(),
+                               default="circle",
+                               tooltip="A bundled toy-world clip (circle, zigzag, bounce: 32x32, 16 frames) or a "
+                                       "video file in ComfyUI's input folder."),
+                io.Int.Input("num_frames", default=16, min=1, max=1024,
+                             tooltip="How many frames to take (ModelScope and the toy model are trained on 16)."),
+                io.Float.Input("fps", default=8.0, min=0.1, max=240.0, step=0.5,
+                               tooltip="Frames per second to sample at (8 for ModelScope and the toy model): a 24 "
+                                       "fps video read at 8 fps takes every third frame."),
+                io.Float.Input("start", default=0.0, min=0.0, max=36000.0, step=0.1,
+                               tooltip="Start time in seconds."),
+                io.Int.Input("width", default=0, min=0, max=4096, step=8,
+                             tooltip="Resize and center-crop to this width (0 = keep; the training nodes fit "
+                                     "frames to the model's size anyway)."),
+                io.Int.Input("height", default=0, min=0, max=4096, step=8,
+                             tooltip="Resize and center-crop to this height (0 = keep)."),
+                io.String.Input("path", default="", optional=True,
+                                tooltip="Optional path to a video file (absolute or relative to the input "
+                                        "folder); when set it is used instead of 'video'."),
+            ],
+            outputs=[io.Image.Output(display_name="frames", tooltip="The clip as an IMAGE batch (one image per "
+                                                                    "frame)."),
+                     io.Float.Output(display_name="fps", tooltip="The frame rate the frames were sampled at.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, video, path="", **_):
+        return bridge.file_stamp_of(bridge.resolve_video, video, path)  # re-read when the file changes
+
+    @classmethod
+    def execute(cls, video, num_frames, fps, start, width, height, path="") -> io.NodeOutput:
+        from cav_core.data import load_video_clip
+
+        size = (height, width) if width > 0 and height > 0 else None
+        frames = load_video_clip(bridge.resolve_video(video, path), num_frames=num_frames, fps=fps, start=start,
+                                 size=size)
+        return io.NodeOutput(frames, float(fps))
+
+
+def load_adapter_file(path: Path, role: str = "spatial", unet=None):
+    """Our own adapter files load as saved (kind, role, tokens, metadata); other LoRA files
+    (kohya/A1111, diffusers/peft, MotionDirector) are converted by cav_core, checked against
+    ``unet`` (default: the ModelScope layout)."""
+    from cav_core.lora_convert import load_any_lora
+
+    return load_any_lora(path, unet=unet, role=role)
+
+
+class LoadCAVAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoadCAVAdapter",
+            display_name="Load T-LoRA / Absorber",
+            category=CATEGORY,
+            description="Loads a saved T-LoRA or appearance absorber (.safetensors, with its metadata) from "
+                        "models/loras or output/loras. Other LoRA files (kohya/A1111 or diffusers SD2.1 LoRAs, "
+                        "MotionDirector LoRAs) are converted on load, e.g. to use a spatial LoRA as the absorber.",
+            inputs=[
+                io.Combo.Input("lora_name", options=bridge.lora_names(),
+                               tooltip="A .safetensors file in models/loras, or one saved to output/loras "
+                                       "(marked [output])."),
+                io.Combo.Input("foreign_role", options=["spatial", "temporal", "auto"], default="spatial",
+                               tooltip="Only for LoRAs not made by this pack: keep their spatial layers (image / "
+                                       "style LoRAs, absorbers), their temporal layers (MotionDirector motion "
+                                       "LoRAs), or whichever the file holds (auto)."),
+                T2VModel.Input("model", optional=True,
+                               tooltip="Optional: the model the LoRA is for; a third-party file's layer names and "
+                                       "sizes are checked against it (default: the ModelScope 1.7B layout)."),
+            ],
+            outputs=[Adapter.Output(display_name="adapter", tooltip="The T-LoRA, S-LoRA or absorber.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name, **_):
+        return bridge.file_stamp_of(bridge.resolve_lora, lora_name)
+
+    @classmethod
+    def execute(cls, lora_name, foreign_role, model=None) -> io.NodeOutput:
+        unet = model.base.unet if model is not None else None
+        return io.NodeOutput(load_adapter_file(bridge.resolve_lora(lora_name), foreign_role, unet))
+
+
+def save_numbered(folder: Path, prefix: str, adapter) -> Path:
+    """``folder/prefix_00001.safetensors``, the next free number; never overwrites (the write
+    is atomic and refuses an existing name, so a race just takes the next number)."""
+    from cav_core.adapter_files import save_adapter
+    from cav_core.errors import InputError
+
+    prefix = prefix.strip().replace("\\", "/") or "cav/adapter"
+    if prefix.startswith("/") or ".." in Path(prefix).parts:
+        raise InputError(f"filename_prefix {prefix!r} must stay inside the folder (no absolute path, no '..')")
+    base = folder / prefix
+    for i in range(1, 100000):
+        p = base.with_name(f"{base.name}_{i:05d}.safetensors")
+        if p.exists():
+            continue
+        try:
+            return save_adapter(p, adapter, overwrite=False)
+        except InputError:
+            if p.exists():
+                continue
+            raise
+    raise InputError(f"no free file name for {base}_NNNNN.safetensors")
+
+
+class SaveCAVAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SaveCAVAdapter",
+            display_name="Save T-LoRA / Absorber",
+            category=CATEGORY,
+            description="Saves a T-LoRA or absorber as .safetensors with its metadata (kind, base model, caption, "
+                        "training settings). Files are numbered and never overwritten; nothing is written if the "
+                        "run is cancelled.",
+            inputs=[
+                Adapter.Input("adapter", tooltip="The T-LoRA or absorber to save."),
+                io.String.Input("filename_prefix", default="cav/temporal_lora",
+                                tooltip="Name (may include subfolders); _00001 etc. is appended."),
+                io.Combo.Input("save_to", options=SAVE_LOCATIONS, default="output/loras",
+                               tooltip="output/loras is where ComfyUI puts trained LoRAs; models/loras makes the "
+                                       "file show up in every LoRA loader right away."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, adapter, filename_prefix, save_to) -> io.NodeOutput:
+        folder = bridge.lora_save_dir(save_to)
+        path = save_numbered(folder, filename_prefix, adapter)
+        rel = path.relative_to(folder).as_posix()
+        bridge.log.info("Customize-A-Video: saved %s to %s", adapter.kind, path)
+        return io.NodeOutput(ui={"text": [f"{save_to}/{rel}"]})

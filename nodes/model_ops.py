@@ -1,0 +1,117 @@
+"""Nodes that return a *new* model handle with something applied; the input handle and the
+base weights are never changed (like ComfyUI's ModelPatcher.clone())."""
+
+from __future__ import annotations
+
+from . import comfy_bridge as bridge
+from ._io import CATEGORY, Adapter, T2VModel, io
+
+
+def _strength(default: float = 1.0) -> object:
+    return io.Float.Input("strength", default=default, min=-10.0, max=10.0, step=0.05,
+                          tooltip="Scales the LoRA's effect: 0 = off, 1 = as trained; values above 1 exaggerate.")
+
+
+def apply_adapter(handle, adapter, strength: float, name: str):
+    """``handle`` + the adapter's LoRA at ``strength`` (+ its tokens), checked against the model
+    now so a misfit is reported at this node and not later in the sampler."""
+    from cav_core.adapters import check_fits
+
+    if adapter.lora is not None:
+        check_fits(handle.base.unet, adapter.lora, label=name)
+    if adapter.base_model and adapter.base_model != handle.model_id:
+        bridge.log.warning("Customize-A-Video: %s was trained on %s, applying it to %s", name,
+                           adapter.base_model, handle.model_id)
+    if hasattr(handle, "with_adapter"):
+        return handle.with_adapter(adapter, strength)
+    new = handle
+    if adapter.lora is not None:
+        new = new.with_lora(adapter.lora, strength, name)
+    if adapter.tokens is not None:
+        new = new.with_tokens(adapter.tokens)
+    return new
+
+
+class ApplyTemporalLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ApplyTemporalLoRA",
+            display_name="Apply Temporal LoRA",
+            category=CATEGORY,
+            description="Adds a T-LoRA (a learned motion) with a strength to the model and returns a new model "
+                        "handle. Chain several to combine motions; the input model is left unchanged.",
+            inputs=[
+                T2VModel.Input("model", tooltip="The model to add the motion to."),
+                Adapter.Input("temporal_lora", tooltip="A T-LoRA from Train Temporal LoRA or Load T-LoRA / "
+                                                       "Absorber."),
+                _strength(),
+            ],
+            outputs=[T2VModel.Output(display_name="model", tooltip="A new handle with the T-LoRA applied.")],
+        )
+
+    @classmethod
+    def execute(cls, model, temporal_lora, strength) -> io.NodeOutput:
+        from cav_core.errors import InputError
+
+        if temporal_lora.lora is None or temporal_lora.lora.role != "temporal":
+            raise InputError(f"Apply Temporal LoRA got a {temporal_lora.kind}, not a T-LoRA; spatial LoRAs go "
+                             f"through Apply Spatial LoRA, absorbers into Train Temporal LoRA")
+        return io.NodeOutput(apply_adapter(model, temporal_lora, strength, "T-LoRA"))
+
+
+class ApplySpatialLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ApplySpatialLoRA",
+            display_name="Apply Spatial LoRA",
+            category=CATEGORY,
+            description="Adds a spatial (image) LoRA from models/loras to the model's spatial attention layers, "
+                        "e.g. a Stable Diffusion 2.1 style LoRA (kohya/A1111 or diffusers format), whose layer "
+                        "names match ModelScope's spatial layers. Returns a new model handle.",
+            inputs=[
+                T2VModel.Input("model", tooltip="The model to add the LoRA to."),
+                io.Combo.Input("lora_name", options=bridge.lora_names(),
+                               tooltip="A .safetensors LoRA in models/loras (or output/loras)."),
+                _strength(),
+            ],
+            outputs=[T2VModel.Output(display_name="model", tooltip="A new handle with the spatial LoRA applied.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name, **_):  # linked inputs are not passed here
+        return bridge.file_stamp_of(bridge.resolve_lora, lora_name)
+
+    @classmethod
+    def execute(cls, model, lora_name, strength) -> io.NodeOutput:
+        from cav_core.errors import InputError
+
+        from .loaders import load_adapter_file
+
+        adapter = load_adapter_file(bridge.resolve_lora(lora_name), "spatial", model.base.unet)
+        if adapter.lora is None or adapter.lora.role != "spatial":
+            raise InputError(f"{lora_name} is a {adapter.kind}, not a spatial LoRA; T-LoRAs go through Apply "
+                             f"Temporal LoRA")
+        return io.NodeOutput(apply_adapter(model, adapter, strength, lora_name))
+
+
+class BypassTemporalLayers(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="BypassTemporalLayers",
+            display_name="Bypass Temporal Layers",
+            category=CATEGORY,
+            description="Turns the model's temporal layers (temporal attention and convolutions) into identities, "
+                        "so every frame is generated as an independent image; returns a new model handle.",
+            inputs=[
+                T2VModel.Input("model", tooltip="The model whose temporal layers to bypass."),
+                io.Boolean.Input("enabled", default=True, tooltip="On: temporal layers bypassed. Off: normal."),
+            ],
+            outputs=[T2VModel.Output(display_name="model", tooltip="A new handle with the bypass set.")],
+        )
+
+    @classmethod
+    def execute(cls, model, enabled) -> io.NodeOutput:
+        return io.NodeOutput(model.with_bypass(enabled))

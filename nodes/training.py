@@ -1,0 +1,125 @@
+"""The two training stages of Customize-A-Video. Outputs are cached by ComfyUI on their
+inputs: changing anything downstream (strength, prompt, seed of the sampler) never retrains."""
+
+from __future__ import annotations
+
+from . import comfy_bridge as bridge
+from ._io import CATEGORY, Adapter, T2VModel, io
+
+# Widget defaults: cav_core.train.ABSORBER_DEFAULTS / TEMPORAL_DEFAULTS (a test keeps them equal).
+ABSORBER = dict(steps=200, rank=1, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4, crop_range=(0.5, 1.0))
+TEMPORAL = dict(steps=300, rank=4, lr=1e-3)
+ABSORBER_KINDS = ["both", "lora", "ti"]
+
+
+def _lr(name: str, default: float, what: str) -> object:
+    return io.Float.Input(name, default=default, min=1e-6, max=1.0, step=1e-5,
+                          tooltip=f"Learning rate of the {what} (AdamW).")
+
+
+def _seed() -> object:
+    return io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                        tooltip="Training seed (timesteps, noise, crops). Same inputs + seed = same result, so "
+                                "ComfyUI reuses the trained output instead of training again.")
+
+
+class TrainAppearanceAbsorber(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrainAppearanceAbsorber",
+            display_name="Train Appearance Absorber",
+            category=CATEGORY,
+            description="Stage 1: learns the reference video's appearance (subject, background) from its frames "
+                        "as an unordered set of images plus random patch crops, with the temporal layers "
+                        "bypassed, as a spatial LoRA (S-LoRA), textual-inversion tokens, or both. Feed it to "
+                        "Train Temporal LoRA so the T-LoRA learns the motion and not the look.",
+            inputs=[
+                T2VModel.Input("model", tooltip="The base text-to-video model."),
+                io.Image.Input("frames", tooltip="The reference video's frames (fit to the model's size)."),
+                io.String.Input("caption", multiline=True, default="",
+                                tooltip="Appearance caption: what the reference shows, without the motion, "
+                                        "e.g. 'a red circle on a black background'."),
+                io.Combo.Input("kind", options=ABSORBER_KINDS, default="both",
+                               tooltip="lora: spatial LoRA; ti: textual-inversion tokens; both (the paper's "
+                                       "best setting)."),
+                io.Int.Input("steps", default=ABSORBER["steps"], min=1, max=100000,
+                             tooltip="Training steps (a few hundred on the toy model take ~1 min on a CPU)."),
+                _lr("lora_lr", ABSORBER["lora_lr"], "S-LoRA"),
+                _lr("ti_lr", ABSORBER["ti_lr"], "textual-inversion tokens"),
+                io.Int.Input("rank", default=ABSORBER["rank"], min=1, max=256,
+                             tooltip="S-LoRA rank (the paper uses 1)."),
+                io.Int.Input("num_tokens", default=ABSORBER["num_tokens"], min=1, max=16,
+                             tooltip="Number of textual-inversion tokens (the paper uses 2-6)."),
+                io.Float.Input("crop_min", default=ABSORBER["crop_range"][0], min=0.05, max=1.0, step=0.05,
+                               tooltip="Smallest random patch crop, as a fraction of the frame side."),
+                io.Float.Input("crop_max", default=ABSORBER["crop_range"][1], min=0.05, max=1.0, step=0.05,
+                               tooltip="Largest random patch crop, as a fraction of the frame side."),
+                _seed(),
+                io.String.Input("init_word", default="", optional=True,
+                                tooltip="Word the tokens start from (empty: the subject word of the caption)."),
+            ],
+            outputs=[Adapter.Output(display_name="absorber", tooltip="The appearance absorber (save it with "
+                                                                     "Save T-LoRA / Absorber to reuse it).")],
+        )
+
+    @classmethod
+    def execute(cls, model, frames, caption, kind, steps, lora_lr, ti_lr, rank, num_tokens, crop_min, crop_max,
+                seed, init_word="") -> io.NodeOutput:
+        from cav_core.train import train_appearance_absorber
+
+        with bridge.autograd_enabled():
+            absorber = train_appearance_absorber(
+                model, frames.clone(), caption, kind=kind, steps=steps, rank=rank, num_tokens=num_tokens,
+                init_word=init_word.strip() or None, crop_range=(crop_min, crop_max), lora_lr=lora_lr,
+                ti_lr=ti_lr, seed=seed, progress=bridge.progress("TrainAppearanceAbsorber"))
+        return io.NodeOutput(absorber)
+
+
+class TrainTemporalLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrainTemporalLoRA",
+            display_name="Train Temporal LoRA",
+            category=CATEGORY,
+            description="Stage 2: learns the reference video's motion as a Temporal LoRA (T-LoRA) on the temporal "
+                        "attention layers, with the appearance absorber loaded and frozen. At generation only the "
+                        "T-LoRA is applied, so the motion carries over to new subjects and scenes.",
+            inputs=[
+                T2VModel.Input("model", tooltip="The base text-to-video model (the same one the absorber was "
+                                                "trained on)."),
+                io.Image.Input("frames", tooltip="The reference video's frames, in order."),
+                io.String.Input("caption", multiline=True, default="",
+                                tooltip="Full caption of the reference, with the motion, e.g. 'a red circle "
+                                        "moving in a circle on a black background'. Absorber tokens are inserted "
+                                        "automatically."),
+                io.Int.Input("steps", default=TEMPORAL["steps"], min=1, max=100000, tooltip="Training steps."),
+                _lr("lr", TEMPORAL["lr"], "T-LoRA"),
+                io.Int.Input("rank", default=TEMPORAL["rank"], min=1, max=256,
+                             tooltip="T-LoRA rank (the paper uses 4: ~0.8M parameters on ModelScope)."),
+                _seed(),
+                Adapter.Input("absorber", optional=True,
+                              tooltip="Optional appearance absorber (from Train Appearance Absorber, or a spatial "
+                                      "LoRA loaded with Load T-LoRA / Absorber)."),
+                io.String.Input("validation_prompt", multiline=True, default="", optional=True,
+                                tooltip="Optional: a prompt sampled now and then during training and shown as "
+                                        "the node's preview (costs a short sampling run each time)."),
+                io.Int.Input("validate_every", default=0, min=0, max=100000, optional=True,
+                             tooltip="Steps between validation previews (0: four previews over the run)."),
+            ],
+            outputs=[Adapter.Output(display_name="temporal_lora",
+                                    tooltip="The T-LoRA: apply it with Apply Temporal LoRA, or save it.")],
+        )
+
+    @classmethod
+    def execute(cls, model, frames, caption, steps, lr, rank, seed, absorber=None, validation_prompt="",
+                validate_every=0) -> io.NodeOutput:
+        from cav_core.train import train_temporal_lora
+
+        with bridge.autograd_enabled():
+            tlora = train_temporal_lora(
+                model, frames.clone(), caption, absorber=absorber, steps=steps, rank=rank, lr=lr, seed=seed,
+                validation_prompt=validation_prompt.strip() or None, validate_every=validate_every or None,
+                progress=bridge.progress("TrainTemporalLoRA"))
+        return io.NodeOutput(tlora)

@@ -1,0 +1,465 @@
+"""Every node called directly (no ComfyUI server), on the toy model (or, before the
+pretrained toy model is in the checkout, the same architecture with random weights).
+
+The pack is imported the way ComfyUI imports it (its folder's __init__.py as a package);
+outside ComfyUI the nodes use the small V3 stand-in in ``nodes/_standin.py``, and the
+ComfyUI hooks of ``nodes/comfy_bridge.py`` are exercised with fake ``comfy`` modules.
+The real server is tested in test_comfyui_server.py (``pytest -m comfyui``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfy_helpers import REPO, WORKFLOWS, check_ui_workflow_format, load_pack, node_info_from_schema, ui_to_api
+
+pack = load_pack()
+nodes = sys.modules[pack.__name__ + ".nodes"]
+bridge = sys.modules[pack.__name__ + ".nodes.comfy_bridge"]
+N = {cls.define_schema().node_id: cls for cls in pack.NODES}
+RANDOM_MODEL = "tiny-random-t2v"
+CAPTION = "a red circle on a black background"
+FULL = "a red circle moving in a circle on a black background"
+
+
+def run(node: str, **inputs):
+    """Call a node's execute like ComfyUI does (keyword arguments, inside
+    ``torch.inference_mode()`` as ComfyUI's executor runs every node), return its outputs."""
+    with torch.inference_mode():
+        out = N[node].execute(**inputs)
+    return out.args
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def comfy_root(tmp_path_factory):
+    """A ComfyUI-like folder layout for the bridge's standalone mode."""
+    root = tmp_path_factory.mktemp("comfy_root")
+    for sub in ("models/diffusers", "models/loras", "input", "output"):
+        (root / sub).mkdir(parents=True)
+    old = bridge.STANDALONE_ROOT
+    bridge.STANDALONE_ROOT = root
+    yield root
+    bridge.STANDALONE_ROOT = old
+
+
+@pytest.fixture(scope="module")
+def model_choice(comfy_root):
+    """('toy (embedded)', '') when the pretrained toy model is present, else a random model
+    of the same architecture saved under models/diffusers (nested, to test the walk)."""
+    from cav_core.toyworld import toy_model_path
+
+    if toy_model_path() is not None:
+        return bridge.TOY_MODEL
+    from cav_core.model import save_t2v
+    from cav_core.toyworld.model_config import build_random_toy
+
+    save_t2v(build_random_toy(seed=0).base, comfy_root / "models" / "diffusers" / "test" / RANDOM_MODEL)
+    return f"test/{RANDOM_MODEL}"
+
+
+@pytest.fixture(scope="module")
+def model(model_choice):
+    (handle,) = run("LoadModelScopeT2V", model=model_choice, device="cpu", dtype="auto")
+    return handle
+
+
+@pytest.fixture(scope="module")
+def frames(comfy_root):
+    frames, fps = run("LoadReferenceVideo", video="circle", num_frames=8, fps=8.0, start=0.0, width=0, height=0)
+    assert fps == 8.0
+    return frames
+
+
+@pytest.fixture(scope="module")
+def trained(model, frames):
+    """A few steps of each stage (the nodes' wiring is under test here, not quality)."""
+    frames_before = frames.clone()
+    (absorber,) = run("TrainAppearanceAbsorber", model=model, frames=frames, caption=CAPTION, kind="both", steps=2,
+                      lora_lr=1e-3, ti_lr=5e-3, rank=1, num_tokens=2, crop_min=0.5, crop_max=1.0, seed=0)
+    (tlora,) = run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=2, lr=1e-3, rank=4, seed=0,
+                   absorber=absorber)
+    assert torch.equal(frames, frames_before), "training changed its input frames"
+    assert not model.loras and not model.tokens and not model.bypass_temporal
+    return absorber, tlora
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def fake_comfy(monkeypatch):
+    """Minimal stand-ins of comfy.utils / comfy.model_management / comfy.cli_args, recording
+    progress-bar updates; ``state['interrupt_after']`` makes the interrupt check raise."""
+    state = {"updates": [], "bars": 0, "checks": 0, "interrupt_after": None}
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            state["bars"] += 1
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            state["updates"].append((value, total, preview))
+
+    def throw_exception_if_processing_interrupted():
+        state["checks"] += 1
+        if state["interrupt_after"] is not None and state["checks"] > state["interrupt_after"]:
+            raise Interrupted()
+
+    comfy = types.ModuleType("comfy")
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    mm = types.ModuleType("comfy.model_management")
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    mm.get_torch_device = lambda: torch.device("cpu")
+    cli = types.ModuleType("comfy.cli_args")
+    cli.args = types.SimpleNamespace(preview_size=512)
+    comfy.utils, comfy.model_management, comfy.cli_args = utils, mm, cli
+    for name, mod in {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm,
+                      "comfy.cli_args": cli}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    return state
+
+
+# --------------------------------------------------------------------------- schemas and workflows
+
+
+def test_every_node_is_documented():
+    assert len(N) == 11
+    for name, cls in N.items():
+        s = cls.define_schema()
+        assert s.category == "Customize-A-Video" and s.display_name and len(s.description) > 60, name
+        for i in s.inputs:
+            assert i.tooltip and len(i.tooltip) > 10, f"{name}.{i.id} has no tooltip"
+        for o in s.outputs:
+            assert o.tooltip and o.display_name, f"{name} output has no name/tooltip"
+    assert N["SaveCAVAdapter"].define_schema().is_output_node
+
+
+def test_pack_import_defers_heavy_libraries():
+    code = ("import sys, time; sys.path.insert(0, 'tests'); t = time.time(); import comfy_helpers; "
+            "comfy_helpers.load_pack(); print(round(time.time() - t, 3)); "
+            "print(sorted(m for m in ('diffusers', 'peft', 'transformers', 'av', 'safetensors') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    seconds, heavy = out.stdout.strip().splitlines()
+    assert heavy == "[]", heavy
+    assert float(seconds) < 1.0
+
+
+def test_node_lists_match_cav_core():
+    from cav_core.sample import SCHEDULERS
+    from cav_core.train import ABSORBER_DEFAULTS, TEMPORAL_DEFAULTS
+
+    training = sys.modules[pack.__name__ + ".nodes.training"]
+    sampling = sys.modules[pack.__name__ + ".nodes.sampling"]
+    assert sampling.SCHEDULERS == list(SCHEDULERS)
+    for k, v in training.ABSORBER.items():
+        assert ABSORBER_DEFAULTS[k] == v, k
+    for k, v in training.TEMPORAL.items():
+        assert TEMPORAL_DEFAULTS[k] == v, k
+
+
+def test_workflow_files_are_built_from_the_node_schemas():
+    from workflow_builder import build_all
+
+    built = build_all()
+    assert sorted(built) == sorted(p.name for p in WORKFLOWS.glob("*.json")), \
+        "run `python tests/workflow_builder.py`"
+    for name, text in built.items():
+        assert (WORKFLOWS / name).read_text() == text, f"{name} is stale: run `python tests/workflow_builder.py`"
+
+
+def test_workflows_convert_with_the_local_schemas():
+    from workflow_builder import node_infos
+
+    infos = node_infos()
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        check_ui_workflow_format(json.loads(path.read_text()))
+        prompt = ui_to_api(json.loads(path.read_text()), infos, check_combos={"model", "video", "lora_name",
+                                                                              "format", "codec"})
+        types_ = {n["class_type"] for n in prompt.values()}
+        assert "SaveVideo" in types_ or "SaveCAVAdapter" in types_, path.name
+
+
+def test_converter_rejects_unknown_nodes_and_inputs():
+    from workflow_builder import node_infos
+
+    infos = node_infos()
+    wf = json.loads((WORKFLOWS / "01_toy_end_to_end.json").read_text())
+    bad = json.loads(json.dumps(wf))
+    bad["nodes"][1]["type"] = "NoSuchNode"
+    with pytest.raises(ValueError, match="unknown node type"):
+        ui_to_api(bad, infos)
+    bad = json.loads(json.dumps(wf))
+    node = next(n for n in bad["nodes"] if n["type"] == "TrainTemporalLoRA")
+    node["inputs"][0]["name"] = "no_such_input"
+    with pytest.raises(ValueError, match="no such input"):
+        ui_to_api(bad, infos)
+    bad = json.loads(json.dumps(wf))
+    node = next(n for n in bad["nodes"] if n["type"] == "ModelScopeT2VSampler")
+    node["widgets_values"].append(1)
+    with pytest.raises(ValueError, match="widget values"):
+        ui_to_api(bad, infos)
+
+
+def test_schema_info_has_types_for_every_input():
+    info = node_info_from_schema(N["ModelScopeT2VSampler"])
+    assert info["input"]["required"]["seed"][1]["control_after_generate"] is True
+    assert info["input"]["optional"]["init_latent"][0] == "LATENT"
+    assert info["output"] == ["IMAGE"]
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def test_load_model_lists_walks_and_resolves(comfy_root, model_choice, model):
+    opts = N["LoadModelScopeT2V"].define_schema().inputs[0].options
+    assert opts[0] == bridge.TOY_MODEL
+    if model_choice != bridge.TOY_MODEL:
+        assert model_choice in opts  # found by walking models/diffusers for model_index.json
+    assert model.base.device.type == "cpu" and model.base.dtype == torch.float32
+    assert "UNet3DConditionModel" in model.describe()
+    # an explicit path wins over the list
+    folder = bridge.resolve_model(model_choice)
+    (again,) = run("LoadModelScopeT2V", model="nothing-here", device="cpu", dtype="fp32", path=str(folder))
+    assert again.model_id == model.model_id
+    from cav_core.errors import CavError
+
+    with pytest.raises(CavError, match="not found"):
+        run("LoadModelScopeT2V", model="nothing-here", device="cpu", dtype="auto")
+    with pytest.raises(CavError, match="model_index.json"):
+        run("LoadModelScopeT2V", model=bridge.TOY_MODEL, device="cpu", dtype="auto", path=str(comfy_root))
+
+
+def test_default_device_is_comfyuis(fake_comfy):
+    assert bridge.device("default") == torch.device("cpu")  # from comfy.model_management
+    assert bridge.device("cuda") == "cuda"
+
+
+def test_load_reference_video_bundled_path_and_size(comfy_root, frames):
+    assert frames.shape == (8, 32, 32, 3) and frames.dtype == torch.float32
+    assert 0.0 <= frames.min() and frames.max() <= 1.0
+    opts = N["LoadReferenceVideo"].define_schema().inputs[0].options
+    assert {"circle", "zigzag", "bounce"} <= set(opts)
+    clip = bridge.bundled_clips()["zigzag"]
+    (comfy_root / "input" / "mine.mp4").write_bytes(clip.read_bytes())
+    assert "mine.mp4" in N["LoadReferenceVideo"].define_schema().inputs[0].options
+    by_name, fps = run("LoadReferenceVideo", video="mine.mp4", num_frames=4, fps=4.0, start=0.5, width=16, height=24)
+    assert by_name.shape == (4, 24, 16, 3) and fps == 4.0
+    by_path, _ = run("LoadReferenceVideo", video="circle", num_frames=4, fps=4.0, start=0.5, width=16, height=24,
+                     path=str(clip))
+    assert torch.equal(by_name, by_path)
+    # re-read only when the file changes
+    fp = N["LoadReferenceVideo"].fingerprint_inputs
+    stamp = fp(video="mine.mp4", num_frames=4)
+    assert stamp == fp(video="mine.mp4", num_frames=4)
+    (comfy_root / "input" / "mine.mp4").write_bytes(bridge.bundled_clips()["bounce"].read_bytes())
+    assert fp(video="mine.mp4") != stamp
+    from cav_core.errors import CavError
+
+    with pytest.raises(CavError):
+        run("LoadReferenceVideo", video="nope.mp4", num_frames=4, fps=8.0, start=0.0, width=0, height=0)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_nodes_return_adapters(trained, model):
+    absorber, tlora = trained
+    assert absorber.kind == "absorber" and absorber.lora.role == "spatial" and len(absorber.tokens.tokens) == 2
+    assert tlora.kind == "temporal_lora" and tlora.lora.role == "temporal" and tlora.lora.ranks == {4}
+    assert tlora.base_model == model.model_id and tlora.info["caption"] == FULL
+
+
+def test_training_is_deterministic_so_comfyui_caching_is_sound(model, frames):
+    kw = dict(model=model, frames=frames, caption=CAPTION, kind="lora", steps=1, lora_lr=1e-3, ti_lr=5e-3, rank=1,
+              num_tokens=1, crop_min=0.5, crop_max=1.0, seed=3)
+    (a,) = run("TrainAppearanceAbsorber", **kw)
+    (b,) = run("TrainAppearanceAbsorber", **kw)
+    assert a.tokens is None
+    for k, v in a.lora.tensors.items():
+        assert torch.equal(v, b.lora.tensors[k]), k
+    for cls in (N["TrainAppearanceAbsorber"], N["TrainTemporalLoRA"]):
+        assert "fingerprint_inputs" not in vars(cls)  # cached on inputs, never forced to re-run
+
+
+def test_training_reports_progress_with_previews(fake_comfy, model, frames):
+    run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=2, lr=1e-3, rank=2, seed=1,
+        validation_prompt="a green square moving in a circle on a gray background", validate_every=2)
+    values = [u[0] for u in fake_comfy["updates"]]
+    assert values == [1, 2] and fake_comfy["bars"] == 1
+    fmt, image, size = fake_comfy["updates"][-1][2]
+    assert fmt == "JPEG" and size == 512 and image.width >= 256  # 8 frames of 32 px in a grid, upscaled
+    assert fake_comfy["checks"] >= 2
+
+
+def test_cancel_stops_training_and_leaves_the_model_clean(fake_comfy, model, frames, comfy_root):
+    from cav_core.adapters import lora_layers
+
+    fake_comfy["interrupt_after"] = 2
+    with pytest.raises(Interrupted):
+        run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=50, lr=1e-3, rank=4, seed=0)
+    assert len(fake_comfy["updates"]) == 2  # stopped at the next step
+    assert lora_layers(model.base.unet) == [] and all(not p.requires_grad for p in model.base.unet.parameters())
+    assert not list((comfy_root / "output").rglob("*.safetensors"))
+    fake_comfy["interrupt_after"] = None
+    (out,) = run("ModelScopeT2VSampler", **sampler_args(model, steps=1))
+    assert out.shape[0] == 8
+
+
+# --------------------------------------------------------------------------- model handles
+
+
+def test_apply_nodes_return_new_handles_and_leave_the_input_alone(model, trained):
+    absorber, tlora = trained
+    (m1,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0)
+    (m2,) = run("ApplyTemporalLoRA", model=m1, temporal_lora=tlora, strength=0.5)  # chainable
+    (m3,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=0.3)
+    assert model.loras == () and len(m1.loras) == 1 and len(m2.loras) == 2
+    assert m1.loras[0].strength == 1.0 and m3.loras[0].strength == 0.3 and m2.loras[1].strength == 0.5
+    assert m2.base is model.base  # shared weights, no copy
+    (b,) = run("BypassTemporalLayers", model=m1, enabled=True)
+    assert b.bypass_temporal and not m1.bypass_temporal and b.loras == m1.loras
+    from cav_core.errors import CavError
+
+    with pytest.raises(CavError, match="not a T-LoRA"):
+        run("ApplyTemporalLoRA", model=model, temporal_lora=absorber, strength=1.0)
+
+
+def test_save_never_overwrites_and_load_keeps_metadata(comfy_root, trained, model):
+    absorber, tlora = trained
+    ui1 = N["SaveCAVAdapter"].execute(adapter=tlora, filename_prefix="cav/t", save_to="output/loras").ui
+    ui2 = N["SaveCAVAdapter"].execute(adapter=tlora, filename_prefix="cav/t", save_to="output/loras").ui
+    assert ui1["text"] == ["output/loras/cav/t_00001.safetensors"]
+    assert ui2["text"] == ["output/loras/cav/t_00002.safetensors"]
+    N["SaveCAVAdapter"].execute(adapter=absorber, filename_prefix="absorber", save_to="models/loras")
+    assert (comfy_root / "models" / "loras" / "absorber_00001.safetensors").is_file()
+    names = N["LoadCAVAdapter"].define_schema().inputs[0].options
+    assert "absorber_00001.safetensors" in names and "cav/t_00002.safetensors [output]" in names
+    (loaded,) = run("LoadCAVAdapter", lora_name="cav/t_00001.safetensors [output]", foreign_role="spatial")
+    assert loaded.kind == "temporal_lora" and loaded.info == json.loads(json.dumps(tlora.info))
+    assert loaded.base_model == tlora.base_model
+    for k, v in tlora.lora.tensors.items():
+        assert torch.equal(loaded.lora.tensors[k], v)
+    (ab,) = run("LoadCAVAdapter", lora_name="absorber_00001.safetensors", foreign_role="spatial", model=model)
+    assert ab.kind == "absorber" and ab.tokens.tokens == absorber.tokens.tokens
+    from cav_core.errors import CavError
+
+    with pytest.raises(CavError, match="inside the folder"):
+        N["SaveCAVAdapter"].execute(adapter=tlora, filename_prefix="../escape", save_to="output/loras")
+    with pytest.raises(CavError, match="not found"):
+        run("LoadCAVAdapter", lora_name="missing.safetensors", foreign_role="spatial")
+
+
+def test_apply_spatial_lora_from_models_loras(comfy_root, model, trained):
+    absorber, tlora = trained
+    from cav_core.adapter_files import AdapterFile, save_adapter
+
+    save_adapter(comfy_root / "models" / "loras" / "style.safetensors",
+                 AdapterFile(kind="spatial_lora", lora=absorber.lora, base_model=model.model_id))
+    save_adapter(comfy_root / "models" / "loras" / "motion.safetensors", tlora)
+    assert "style.safetensors" in N["ApplySpatialLoRA"].define_schema().inputs[1].options
+    (m,) = run("ApplySpatialLoRA", model=model, lora_name="style.safetensors", strength=0.8)
+    assert model.loras == () and m.loras[0].lora.role == "spatial" and m.loras[0].strength == 0.8
+    from cav_core.errors import CavError
+
+    with pytest.raises(CavError, match="not a spatial LoRA"):
+        run("ApplySpatialLoRA", model=model, lora_name="motion.safetensors", strength=1.0)
+
+
+def test_apply_spatial_lora_converts_a_kohya_file(comfy_root, model):
+    """A third-party (kohya/A1111-style) spatial LoRA made for this model's layer names."""
+    from safetensors.torch import save_file
+
+    from cav_core.layers import role_modules
+
+    unet = model.base.unet
+    tensors = {}
+    for name in role_modules(unet, "spatial")[:4]:
+        layer = unet.get_submodule(name)
+        key = "lora_unet_" + name.replace(".", "_")
+        tensors[key + ".lora_down.weight"] = torch.randn(2, layer.in_features) * 0.01
+        tensors[key + ".lora_up.weight"] = torch.randn(layer.out_features, 2) * 0.01
+        tensors[key + ".alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(comfy_root / "models" / "loras" / "kohya_style.safetensors"))
+    (m,) = run("ApplySpatialLoRA", model=model, lora_name="kohya_style.safetensors", strength=1.0)
+    assert len(m.loras[0].lora.modules) == 4
+    (a,) = run("LoadCAVAdapter", lora_name="kohya_style.safetensors", foreign_role="spatial", model=model)
+    assert a.lora.role == "spatial" and a.tokens is None  # usable as the absorber input of Train Temporal LoRA
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sampler_args(model, **kw):
+    args = dict(model=model, prompt="a green square moving in a circle on a gray background", negative_prompt="",
+                steps=2, cfg=7.5, seed=0, num_frames=8, width=0, height=0, scheduler="ddim", init_blend=1.0,
+                preview=False)
+    return {**args, **kw}
+
+
+def test_sampler_returns_image_frames_and_never_mutates_the_base(model, trained):
+    _, tlora = trained
+    (base1,) = run("ModelScopeT2VSampler", **sampler_args(model))
+    assert base1.shape == (8, 32, 32, 3) and 0.0 <= base1.min() and base1.max() <= 1.0
+    (m,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0)
+    (with_lora,) = run("ModelScopeT2VSampler", **sampler_args(m, scheduler="euler"))
+    (base2,) = run("ModelScopeT2VSampler", **sampler_args(model))
+    assert torch.equal(base1, base2)  # the LoRA was removed after the call; same seed -> same video
+    assert with_lora.shape == base1.shape
+    (other_seed,) = run("ModelScopeT2VSampler", **sampler_args(model, seed=1))
+    assert not torch.equal(other_seed, base1)
+
+
+def test_sampler_previews(fake_comfy, model):
+    run("ModelScopeT2VSampler", **sampler_args(model, steps=2, preview=True))
+    assert [u[0] for u in fake_comfy["updates"]] == [1, 2]
+    assert all(u[2] is not None and u[2][0] == "JPEG" for u in fake_comfy["updates"])
+
+
+def test_ddim_invert_then_sample_from_the_latent(model, frames):
+    before = frames.clone()
+    (latent,) = run("DDIMInvertVideo", model=model, frames=frames, prompt=FULL, steps=2)
+    assert set(latent) == {"samples"} and latent["samples"].shape == (1, 4, 8, 8, 8)
+    assert torch.equal(frames, before)
+    samples = latent["samples"].clone()
+    (edited,) = run("ModelScopeT2VSampler", **sampler_args(model, init_latent=latent, init_blend=0.7))
+    assert edited.shape == (8, 32, 32, 3)
+    assert torch.equal(latent["samples"], samples), "the sampler changed the cached LATENT"
+    from cav_core.errors import CavError
+
+    with pytest.raises(CavError, match="start latents"):
+        run("ModelScopeT2VSampler", **sampler_args(model, num_frames=4, init_latent=latent))
+
+
+def test_preview_image_grid():
+    img = bridge.preview_image(torch.rand(16, 32, 32, 3))
+    assert img.size == (256, 256)  # 4x4 grid of 32 px frames, upscaled 2x
+    img = bridge.preview_image(torch.rand(3, 256, 256, 3))
+    assert img.size == (512, 512)
+
+
+def test_progress_outside_comfyui_is_silent():
+    cb = bridge.progress("test")
+    cb(1, 2, {"loss": 0.5, "preview": torch.rand(2, 8, 8, 3)})
+    cb(2, 2, {})
+
+
+def test_pack_never_prepends_its_folder_to_sys_path():
+    """The pack folder holds a `nodes` package: it must never shadow ComfyUI's top-level
+    `nodes` module, so the folder is at most appended to sys.path (plain git clone)."""
+    code = ("import sys; sys.path.insert(0, %r); before = list(sys.path); import comfy_helpers; "
+            "comfy_helpers.load_pack(); added = [p for p in sys.path if p not in before]; "
+            "print(sys.path[:len(before)] == before, added in ([], [%r]))") % (str(REPO / "tests"), str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr
+    assert Path(nodes.__file__).parent == REPO / "nodes"
