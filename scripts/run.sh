@@ -3,7 +3,7 @@
 # needs on first use: torch first, as the local CPU wheel torch==2.13.0 when no torch is
 # present, so nothing ever pulls a multi-GB CUDA build; then this package with [test].
 #   bash scripts/run.sh demo [cli args]   the main job (see README)
-#   bash scripts/run.sh test [pytest args]
+#   bash scripts/run.sh test [pytest args]   (no args: the suite, then the ComfyUI server tests)
 #   bash scripts/run.sh cli ARGS...       any `python -m cav_core` command
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,12 @@ cmd=${1:-demo}
 shift || true
 case "$cmd" in
     demo) exec "$py" -m cav_core demo "$@" ;;
-    test) exec "$py" -m pytest "$@" ;;
+    test)
+        if [ $# -gt 0 ]; then exec "$py" -m pytest "$@"; fi
+        # Everything by default: the fast suite, then the real ComfyUI server tests
+        # (opt-in marker, as they start a server; they skip if ../shared/comfyui is absent).
+        "$py" -m pytest
+        exec "$py" -m pytest -m comfyui tests/test_comfyui_server.py ;;
     cli)  exec "$py" -m cav_core "$@" ;;
     *) echo "usage: scripts/run.sh demo|test|cli [args]" >&2; exit 2 ;;
 esac
