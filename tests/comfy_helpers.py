@@ -292,7 +292,11 @@ class ComfyServer:
             link.symlink_to(self.pack_dir, target_is_directory=True)
         for sub in ("input", "output", "user", "temp", "models/loras", "models/diffusers"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+        # One torch thread by default (CAV_COMFY_THREADS to change): as fast for the toy model, and
+        # immune to the many-fold OpenMP spin-wait slow-down when other processes share the cores.
+        threads = os.environ.get("CAV_COMFY_THREADS", "1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=threads,
+                   MKL_NUM_THREADS=threads)
         env.pop("PYTHONPATH", None)
         cmd = [str(self.comfy_py), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base), "--disable-all-custom-nodes",
