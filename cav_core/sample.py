@@ -157,11 +157,11 @@ def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, unco
     cond = cond.to(dev, next(unet.parameters()).dtype)
     uncond = uncond.to(dev, cond.dtype) if uncond is not None and guidance_scale != 1.0 else None
     gen = torch.Generator().manual_seed(int(seed) + 1)
+    kwargs = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
     t0 = time.time()
     for i, t in enumerate(sched.timesteps):
         inp = sched.scale_model_input(x, t)
         eps = _predict(unet, inp, t.to(dev), cond, uncond, guidance_scale)
-        kwargs = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
         out = sched.step(eps, t, x, **kwargs)
         x = out.prev_sample
         if progress is not None:
