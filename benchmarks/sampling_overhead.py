@@ -1,8 +1,9 @@
 """Sampling time per step with 0, 1 and 3 adapters attached, as ratios to the base (issue: inference).
 
-Merged mode (the default of ``generate``): LoRA deltas are folded into the weights for
-the call (peft merge), restored bit-exactly after; strengths never change mid-run in
-this sampler, so merging is always valid. Unmerged mode runs peft's LoRA layers each step.
+Merged mode (the default of ``generate``): each strength·ΔW is added to the touched
+weights for the call (the sum peft's merge computes, without building peft layers) and
+the weights are restored bit-exactly after; strengths never change mid-run in this
+sampler, so merging is always valid. Unmerged mode runs peft's LoRA layers each step.
 
     python benchmarks/sampling_overhead.py [--steps 20] [--repeats 3]
 """

@@ -119,3 +119,20 @@ def test_pickle_and_garbage_files_are_refused(tmp_path):
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
     with pytest.raises(AdapterError, match="not a readable"):
         load_adapter(junk)
+
+
+def test_direct_merge_matches_peft_layers_for_stacked_adapters(tiny):
+    """Merged sampling folds s·ΔW into the weights itself; it must equal peft's LoRA layers,
+    also with mixed ranks, per-module alphas (third-party files) and strengths < 0 or > 1."""
+    x, t, ctx = unet_inputs(tiny, frames=4)
+    base = unet_out(tiny, x, t, ctx)
+    t1 = random_lora(tiny, "temporal", rank=4, seed=1)
+    t2 = random_lora(tiny, "temporal", rank=2, alpha=1.0, seed=2)
+    s = random_lora(tiny, "spatial", rank=1, seed=3)
+    s = LoraWeights("spatial", s.tensors, {m: (0.5 if i % 2 else 3.0) for i, m in enumerate(s.modules)})
+    h = tiny.with_lora(t1, 0.8).with_lora(t2, -1.3).with_lora(s, 2.0)
+    unmerged = unet_out(h, x, t, ctx)
+    merged = unet_out(h, x, t, ctx, merge=True)
+    assert (unmerged - base).abs().max() > 1e-3
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
+    assert torch.equal(unet_out(tiny, x, t, ctx), base)

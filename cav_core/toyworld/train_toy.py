@@ -2,6 +2,12 @@
 
     python -m cav_core.toyworld.train_toy --work runs/toy --minutes 60      # run / continue
     python -m cav_core.toyworld.train_toy --work runs/toy --export cav_core/toyworld/model
+    python -m cav_core.toyworld.train_toy --work runs/toy --extend-video 4000 --image-every 4
+
+A finished model can be trained further (--extend-video): the video stage reopens with a
+fresh warm-up and cosine schedule, optionally interleaving image batches (temporal layers
+bypassed) the way ModelScope trained jointly on images and videos; every sitting is
+recorded in the checkpoint and exported to training.json.
 
 Stages, in order (each resumes at its last checkpoint):
   vae    AutoencoderKL on single frames (MSE + tiny KL), then its latent scaling factor
@@ -40,8 +46,10 @@ DEFAULTS = dict(vae_steps=1500, vae_batch=64, vae_lr=1e-3, n_clips=8000,
                 lr=6e-4, warmup=200, ema_decay=0.998, cfg_dropout=0.1, min_snr=5.0, seed=1234)
 
 
-def _rng(seed: int, stage: str, step: int) -> np.random.Generator:
-    return np.random.default_rng([seed, STAGES.index(stage), step])
+def _rng(seed: int, stage: str, step: int, sitting: int = 0) -> np.random.Generator:
+    # Sitting 0 keeps the original stream; an extension (--extend-video) draws fresh batches.
+    key = [seed, STAGES.index(stage), step] + ([sitting] if sitting else [])
+    return np.random.default_rng(key)
 
 
 class Trainer:
@@ -55,6 +63,7 @@ class Trainer:
                                 model_config.SCHEDULER_CONFIG, tok, seed=cfg["seed"], name="cav-toy-t2v")
         self.c = self.handle.base
         self.state = {"stage": "vae", "step": 0}
+        self.history: list[dict] = []
         self.stop = False
         sc = model_config.SCHEDULER_CONFIG
         betas = torch.linspace(sc["beta_start"] ** 0.5, sc["beta_end"] ** 0.5, sc["num_train_timesteps"]) ** 2
@@ -66,9 +75,12 @@ class Trainer:
         return self.work / "checkpoint.pt"
 
     def save(self, opt=None, ema=None) -> None:
+        if self.history:
+            self.history[-1]["to"] = dict(self.state)
         blob = {"state": dict(self.state), "cfg": dict(self.cfg),
                 "unet": self.c.unet.state_dict(), "text": self.c.text_encoder.state_dict(),
-                "vae": self.c.vae.state_dict(), "scaling_factor": float(self.c.vae.config.scaling_factor)}
+                "vae": self.c.vae.state_dict(), "scaling_factor": float(self.c.vae.config.scaling_factor),
+                "history": json.dumps(self.history)}
         if opt is not None:
             blob["opt"] = opt.state_dict()
         if ema is not None:
@@ -82,6 +94,10 @@ class Trainer:
             return None
         blob = torch.load(self.ckpt, weights_only=True)
         self.state = blob["state"]
+        self.history = json.loads(blob.get("history", "[]"))
+        if self.state.get("sitting"):
+            # An extension keeps the recipe of the run it extends (that is what training.json records).
+            self.cfg = dict(blob["cfg"])
         self.c.unet.load_state_dict(blob["unet"])
         self.c.text_encoder.load_state_dict(blob["text"])
         self.c.vae.load_state_dict(blob["vae"])
@@ -187,58 +203,64 @@ class Trainer:
         if blob and blob["state"]["stage"] == stage and "opt" in blob:
             opt.load_state_dict(blob["opt"])
             ema = blob["ema"]
-        total = self.cfg[f"{stage}_steps"]
-        image = stage == "image"
-        weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
-        losses = []
-        t0 = time.time()
-        with bypass_temporal(unet, enabled=image):
-            while self.state["step"] < total and not self._out_of_time(deadline):
-                step = self.state["step"]
-                rng = _rng(self.cfg["seed"], stage, step)
-                g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-                if image:
-                    idx = rng.integers(len(latents), size=self.cfg["image_batch"])
-                    fr = rng.integers(spec.NUM_FRAMES, size=len(idx))
-                    x0 = latents[idx, :, fr][:, :, None].float()
-                else:
-                    idx = rng.integers(len(latents), size=self.cfg["video_batch"])
-                    x0 = latents[idx].float()
-                prompts = [self._caption(rng, caps[i], weights) for i in idx]
-                noise = torch.randn(x0.shape, generator=g)
-                t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
-                ac = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
-                xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+        total = int(self.state.get("total", self.cfg[f"{stage}_steps"]))
+        sitting = int(self.state.get("sitting", 0))
+        every = int(self.state.get("image_every", self.cfg.get("image_every", 0))) if stage == "video" else 0
+        losses, image_losses = [], []
+        t0, n_run = time.time(), 0
+        while self.state["step"] < total and not self._out_of_time(deadline):
+            step = self.state["step"]
+            rng = _rng(self.cfg["seed"], stage, step, sitting)
+            g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            image = stage == "image" or (every > 0 and step % every == every - 1)
+            weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
+            if image:
+                idx = rng.integers(len(latents), size=self.cfg["image_batch"])
+                fr = rng.integers(spec.NUM_FRAMES, size=len(idx))
+                x0 = latents[idx, :, fr][:, :, None].float()
+            else:
+                idx = rng.integers(len(latents), size=self.cfg["video_batch"])
+                x0 = latents[idx].float()
+            prompts = [self._caption(rng, caps[i], weights) for i in idx]
+            noise = torch.randn(x0.shape, generator=g)
+            t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
+            ac = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+            xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+            with bypass_temporal(unet, enabled=image):
                 pred = unet(xt, t, encoder_hidden_states=self._encode(prompts)).sample
-                snr = ac.flatten() / (1 - ac.flatten())
-                w = torch.clamp(snr, max=self.cfg["min_snr"]) / snr
-                loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
-                lr = self.cfg["lr"] * min(1.0, (step + 1) / self.cfg["warmup"])
-                lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))) * 0.9 + 0.1
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                decay = min(self.cfg["ema_decay"], (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-                losses.append(loss.item())
-                self.state["step"] += 1
-                if self.state["step"] % 50 == 0:
-                    rate = (time.time() - t0) / len(losses)
-                    self.log(f"{stage} step {self.state['step']}/{total} loss {np.mean(losses[-50:]):.4f} "
-                             f"lr {lr:.2e} {rate:.2f}s/step")
-                if self.state["step"] % 200 == 0:
-                    self.save(opt, ema)
+            snr = ac.flatten() / (1 - ac.flatten())
+            w = torch.clamp(snr, max=self.cfg["min_snr"]) / snr
+            loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
+            lr = self.cfg["lr"] * min(1.0, (step + 1) / self.cfg["warmup"])
+            lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))) * 0.9 + 0.1
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            decay = min(self.cfg["ema_decay"], (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+            # Interleaved image batches are logged apart so the video loss stays comparable.
+            (image_losses if image and stage == "video" else losses).append(loss.item())
+            self.state["step"] += 1
+            n_run += 1
+            if self.state["step"] % 50 == 0:
+                rate = (time.time() - t0) / n_run
+                extra = f" image loss {np.mean(image_losses[-10:]):.4f}" if image_losses else ""
+                self.log(f"{stage} step {self.state['step']}/{total} loss {np.mean(losses[-50:]):.4f}{extra} "
+                         f"lr {lr:.2e} {rate:.2f}s/step")
+            if self.state["step"] % 200 == 0:
+                self.save(opt, ema)
         if self.state["step"] >= total:
             # The EMA weights are the model from here on.
             with torch.no_grad():
                 for p, e in zip(params, ema):
                     p.copy_(e)
             nxt = STAGES.index(stage) + 1
-            self.state = {"stage": STAGES[nxt] if nxt < len(STAGES) else "done", "step": 0}
+            self.state = {"stage": STAGES[nxt] if nxt < len(STAGES) else "done", "step": 0,
+                          **({"sitting": self.state["sitting"]} if self.state.get("sitting") else {})}
             self.log(f"{stage} done")
             self.save()
         else:
@@ -254,10 +276,22 @@ class Trainer:
                 for p, e in zip(params, blob["ema"]):
                     p.copy_(e)
 
-    def run(self, minutes: float) -> None:
+    def run(self, minutes: float, extend_video: int = 0, image_every: int = 0,
+            argv: list[str] | None = None) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
-        self.log(f"resuming at stage {self.state['stage']} step {self.state['step']}" if blob else "starting")
+        if extend_video:
+            if self.state["stage"] != "done":
+                raise SystemExit(f"--extend-video: the run in {self.work} is at stage {self.state['stage']}; "
+                                 "finish it first (run again without --extend-video)")
+            self.state = {"stage": "video", "step": 0, "total": extend_video, "sitting": len(self.history) + 1,
+                          "image_every": image_every}
+            self.cfg = dict(blob["cfg"])
+            blob = None  # a fresh optimizer and EMA, started from the finished weights
+        if self.state["stage"] != "done":
+            self.history.append({"argv": list(argv or []), "from": dict(self.state), "to": dict(self.state),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        self.log(f"resuming at stage {self.state['stage']} step {self.state['step']}" if self.ckpt.exists() else "starting")
         while self.state["stage"] != "done" and not self._out_of_time(deadline):
             stage = self.state["stage"]
             if stage == "vae":
@@ -276,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=120.0, help="stop (with a checkpoint) after this long")
     ap.add_argument("--export", type=Path, help="write the model folder from the checkpoint and exit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--extend-video", type=int, default=0, metavar="STEPS",
+                    help="train a finished model STEPS more video steps (fresh warm-up and schedule)")
+    ap.add_argument("--image-every", type=int, default=0, metavar="K",
+                    help="with --extend-video: every K-th step is an image batch (temporal layers bypassed)")
     for k, v in DEFAULTS.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     args = ap.parse_args(argv)
@@ -294,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         save_t2v(trainer.c, args.export)
         meta = {"spec_version": spec.SPEC_VERSION, "trained": trainer.state, "config": blob["cfg"],
                 "command": "python -m cav_core.toyworld.train_toy " + " ".join(
-                    f"--{k.replace('_', '-')} {v}" for k, v in blob["cfg"].items())}
+                    f"--{k.replace('_', '-')} {v}" for k, v in blob["cfg"].items()),
+                "sittings": trainer.history}
         (args.export / "training.json").write_text(json.dumps(meta, indent=2))
         print(f"wrote {args.export} (stage {trainer.state['stage']} step {trainer.state['step']})")
         return 0
@@ -304,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    trainer.run(args.minutes)
+    trainer.run(args.minutes, extend_video=args.extend_video, image_every=args.image_every, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
 
