@@ -16,11 +16,12 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore")
 
 
-def toy_handle():
+def toy_handle(path: str | None = None):
+    """The embedded toy model, or the model folder at ``path`` (e.g. a freshly exported one)."""
     from cav_core.model import load_t2v
     from cav_core.toyworld import toy_model_path
 
-    path = toy_model_path()
+    path = path or toy_model_path()
     if path is None:
         sys.exit("the pretrained toy model is missing: run `python -m cav_core.toyworld.train_toy` and export it")
     return load_t2v(path, device="cpu", dtype="fp32")

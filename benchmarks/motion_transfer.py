@@ -53,13 +53,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="T-LoRA steps (default: the library default)")
     ap.add_argument("--sample-steps", type=int, default=25)
     ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--model", help="model folder (default: the embedded toy model)")
     args = ap.parse_args()
 
     from cav_core.data import load_video_clip
     from cav_core.demo import bundled_clip
     from cav_core.train import TEMPORAL_DEFAULTS, train_appearance_absorber, train_temporal_lora
 
-    handle = toy_handle()
+    handle = toy_handle(args.model)
     video, meta = bundled_clip(args.clip)
     frames = load_video_clip(video, num_frames=16, fps=8, size=(32, 32))
     base = evaluate(handle, meta, args.seeds, args.sample_steps, args.cfg)

@@ -3,6 +3,7 @@
     python -m cav_core.toyworld.train_toy --work runs/toy --minutes 60      # run / continue
     python -m cav_core.toyworld.train_toy --work runs/toy --export cav_core/toyworld/model
     python -m cav_core.toyworld.train_toy --work runs/toy --extend-video 4000 --image-every 4
+    python -m cav_core.toyworld.train_toy --work runs/toy --extend-decoder 1500
 
 A finished model can be trained further (--extend-video): the video stage reopens with a
 fresh warm-up and cosine schedule, optionally interleaving image batches (temporal layers
@@ -15,6 +16,8 @@ Stages, in order (each resumes at its last checkpoint):
   image  UNet + text encoder on single frames, temporal layers bypassed: appearance first,
          the way ModelScope grew out of an image model
   video  everything on 16-frame clips: motion words become meaningful
+  decoder  the VAE decoder alone, encoder frozen, so the latent space the UNet learned
+         stays put while small shapes are drawn sharper
 What makes a tiny conditional model learn fast on 2 cores (DESIGN §6): 8x8 latents,
 a trainable text encoder, caption dropout (for classifier-free guidance), warm-up to a
 high learning rate, min-SNR loss weighting, and an EMA of the weights that is exported.
@@ -40,10 +43,11 @@ import torch.nn.functional as F
 from . import model_config, spec
 from .clips import random_pretraining_clip
 
-STAGES = ("vae", "data", "image", "video")
+STAGES = ("vae", "data", "image", "video", "decoder")
 DEFAULTS = dict(vae_steps=1500, vae_batch=64, vae_lr=1e-3, n_clips=8000,
                 image_steps=1500, image_batch=64, video_steps=6000, video_batch=8,
-                lr=6e-4, warmup=200, ema_decay=0.998, cfg_dropout=0.1, min_snr=5.0, seed=1234)
+                lr=6e-4, warmup=200, ema_decay=0.998, cfg_dropout=0.1, min_snr=5.0, seed=1234,
+                decoder_steps=1500, decoder_lr=5e-4)
 
 
 def _rng(seed: int, stage: str, step: int, sitting: int = 0) -> np.random.Generator:
@@ -64,6 +68,7 @@ class Trainer:
         self.c = self.handle.base
         self.state = {"stage": "vae", "step": 0}
         self.history: list[dict] = []
+        self._aux_head: torch.nn.Module | None = None
         self.stop = False
         sc = model_config.SCHEDULER_CONFIG
         betas = torch.linspace(sc["beta_start"] ** 0.5, sc["beta_end"] ** 0.5, sc["num_train_timesteps"]) ** 2
@@ -85,6 +90,8 @@ class Trainer:
             blob["opt"] = opt.state_dict()
         if ema is not None:
             blob["ema"] = [p.detach().clone() for p in ema]
+        if opt is not None and getattr(self, "_aux_head", None) is not None:
+            blob["aux_head"] = self._aux_head.state_dict()
         tmp = self.ckpt.with_suffix(".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, self.ckpt)
@@ -148,6 +155,46 @@ class Trainer:
             self.state = {"stage": "data", "step": 0}
             self.save()
 
+    def run_decoder(self, blob, deadline: float) -> None:
+        """Sharpen the VAE decoder with the encoder frozen: the latent space the UNet learned
+        stays the same, only how latents are drawn gets better (small shapes' corners)."""
+        vae = self.c.vae
+        total = int(self.state.get("total", self.cfg.get("decoder_steps", 0)))
+        dec = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+        vae.requires_grad_(False)
+        for p in dec:
+            p.requires_grad_(True)
+        vae.decoder.train()
+        lr = self.cfg.get("decoder_lr", DEFAULTS["decoder_lr"])
+        opt = torch.optim.AdamW(dec, lr=lr, weight_decay=0.0)
+        if blob and blob["state"]["stage"] == "decoder" and "opt" in blob:
+            opt.load_state_dict(blob["opt"])
+        sitting = int(self.state.get("sitting", 0))
+        while self.state["step"] < total and not self._out_of_time(deadline):
+            step = self.state["step"]
+            x = self._frames(_rng(self.cfg["seed"], "decoder", step, sitting), self.cfg["vae_batch"])
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.sample(generator=torch.Generator().manual_seed(step))
+            rec = vae.decode(z).sample
+            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+            for group in opt.param_groups:
+                group["lr"] = lr * (0.5 * (1 + math.cos(math.pi * step / total)) * 0.9 + 0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.state["step"] += 1
+            if self.state["step"] % 100 == 0:
+                self.log(f"decoder step {self.state['step']}/{total} loss {loss.item():.5f}")
+                self.save(opt)
+        vae.eval().requires_grad_(False)
+        if self.state["step"] >= total:
+            self.state = {"stage": "done", "step": 0,
+                          **({"sitting": self.state["sitting"]} if self.state.get("sitting") else {})}
+            self.log("decoder done")
+            self.save()
+        else:
+            self.save(opt)
+
     @property
     def data_path(self) -> Path:
         return self.work / "latents.pt"
@@ -184,10 +231,23 @@ class Trainer:
         u = rng.random()
         return caps["full"] if u < p_full else caps["motion_unnamed"] if u < p_full + p_unnamed else caps["appearance"]
 
-    def _encode(self, prompts: list[str]) -> torch.Tensor:
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token states (what the UNet cross-attends to) and the pooled EOS state."""
         tok = self.c.tokenizer(prompts, padding="max_length", max_length=self.c.tokenizer.model_max_length,
                                truncation=True, return_tensors="pt")
-        return self.c.text_encoder(tok.input_ids)[0]
+        out = self.c.text_encoder(tok.input_ids)
+        return out[0], out[1]
+
+    @staticmethod
+    def _direction_label(prompt: str) -> int:
+        """Index of the caption's direction word in spec.DIRECTIONS, or -100 (ignored) when
+        the caption names none."""
+        words = prompt.split()
+        if "moving" in words and words.index("moving") + 1 < len(words):
+            word = words[words.index("moving") + 1]
+            if word in spec.DIRECTIONS:
+                return list(spec.DIRECTIONS).index(word)
+        return -100
 
     def run_diffusion(self, stage: str, blob, deadline: float) -> None:
         from ..layers import bypass_temporal
@@ -198,15 +258,25 @@ class Trainer:
         unet.train().requires_grad_(True)
         text.train().requires_grad_(True)
         params = [p for p in list(unet.parameters()) + list(text.parameters())]
-        opt = torch.optim.AdamW(params, lr=self.cfg["lr"], weight_decay=1e-2)
+        # Optional auxiliary probe (extension sittings): a linear head reads the direction
+        # word back from the pooled text state, so the text encoder keeps direction words
+        # apart. Without it, single frames (image batches) and a UNet that cannot yet use
+        # them let "left" and "right" collapse to almost the same features. Not exported.
+        aux = float(self.state.get("direction_aux", 0.0)) if stage == "video" else 0.0
+        head = torch.nn.Linear(text.config.hidden_size, len(spec.DIRECTIONS)) if aux else None
+        trained = params + (list(head.parameters()) if head is not None else [])
+        opt = torch.optim.AdamW(trained, lr=self.cfg["lr"], weight_decay=1e-2)
         ema = [p.detach().clone() for p in params]
         if blob and blob["state"]["stage"] == stage and "opt" in blob:
             opt.load_state_dict(blob["opt"])
             ema = blob["ema"]
+            if head is not None and "aux_head" in blob:
+                head.load_state_dict(blob["aux_head"])
+        self._aux_head = head
         total = int(self.state.get("total", self.cfg[f"{stage}_steps"]))
         sitting = int(self.state.get("sitting", 0))
         every = int(self.state.get("image_every", self.cfg.get("image_every", 0))) if stage == "video" else 0
-        losses, image_losses = [], []
+        losses, image_losses, aux_losses = [], [], []
         t0, n_run = time.time(), 0
         while self.state["step"] < total and not self._out_of_time(deadline):
             step = self.state["step"]
@@ -214,6 +284,8 @@ class Trainer:
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
             image = stage == "image" or (every > 0 and step % every == every - 1)
             weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
+            if image and stage == "video" and self.state.get("image_captions") == "no-direction":
+                weights = (0.0, 0.3, 0.7)  # a single frame shows no direction: don't name one
             if image:
                 idx = rng.integers(len(latents), size=self.cfg["image_batch"])
                 fr = rng.integers(spec.NUM_FRAMES, size=len(idx))
@@ -226,11 +298,20 @@ class Trainer:
             t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
             ac = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
             xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+            # UNet3D's temporal convs use dropout: seed it from this step so a resumed run
+            # draws the masks an uninterrupted one would.
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+            states, pooled = self._encode(prompts)
             with bypass_temporal(unet, enabled=image):
-                pred = unet(xt, t, encoder_hidden_states=self._encode(prompts)).sample
+                pred = unet(xt, t, encoder_hidden_states=states).sample
             snr = ac.flatten() / (1 - ac.flatten())
             w = torch.clamp(snr, max=self.cfg["min_snr"]) / snr
             loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
+            labels = torch.tensor([self._direction_label(p) for p in prompts])
+            if head is not None and (labels >= 0).any():
+                aux_loss = F.cross_entropy(head(pooled), labels, ignore_index=-100)
+                aux_losses.append(aux_loss.item())
+                loss = loss + aux * aux_loss
             lr = self.cfg["lr"] * min(1.0, (step + 1) / self.cfg["warmup"])
             lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))) * 0.9 + 0.1
             for group in opt.param_groups:
@@ -243,12 +324,14 @@ class Trainer:
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
             # Interleaved image batches are logged apart so the video loss stays comparable.
-            (image_losses if image and stage == "video" else losses).append(loss.item())
+            diff_loss = loss.item() - (aux * aux_losses[-1] if head is not None and (labels >= 0).any() else 0.0)
+            (image_losses if image and stage == "video" else losses).append(diff_loss)
             self.state["step"] += 1
             n_run += 1
             if self.state["step"] % 50 == 0:
                 rate = (time.time() - t0) / n_run
                 extra = f" image loss {np.mean(image_losses[-10:]):.4f}" if image_losses else ""
+                extra += f" direction-probe loss {np.mean(aux_losses[-50:]):.3f}" if aux_losses else ""
                 self.log(f"{stage} step {self.state['step']}/{total} loss {np.mean(losses[-50:]):.4f}{extra} "
                          f"lr {lr:.2e} {rate:.2f}s/step")
             if self.state["step"] % 200 == 0:
@@ -259,6 +342,8 @@ class Trainer:
                 for p, e in zip(params, ema):
                     p.copy_(e)
             nxt = STAGES.index(stage) + 1
+            if STAGES[nxt] == "decoder" and (self.state.get("sitting") or not self.cfg.get("decoder_steps")):
+                nxt += 1  # an extension sitting (or an older recipe) does only what it was asked
             self.state = {"stage": STAGES[nxt] if nxt < len(STAGES) else "done", "step": 0,
                           **({"sitting": self.state["sitting"]} if self.state.get("sitting") else {})}
             self.log(f"{stage} done")
@@ -276,16 +361,24 @@ class Trainer:
                 for p, e in zip(params, blob["ema"]):
                     p.copy_(e)
 
-    def run(self, minutes: float, extend_video: int = 0, image_every: int = 0,
-            argv: list[str] | None = None) -> None:
+    def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
+            argv: list[str] | None = None, direction_aux: float = 0.0) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
-        if extend_video:
+        if extend:
+            stage, steps = extend
+            if self.state.get("sitting") and self.state["stage"] != "done" and blob and "ema" in blob:
+                # Cutting an unfinished extension short: its EMA weights are where it got to.
+                self.ema_weights_into_model(blob)
+                self.log(f"sitting {self.state['sitting']} cut short at {self.state['stage']} step {self.state['step']}")
+                self.state = {"stage": "done", "step": 0, "sitting": self.state["sitting"], "cut_short": True}
+                self.save()
             if self.state["stage"] != "done":
-                raise SystemExit(f"--extend-video: the run in {self.work} is at stage {self.state['stage']}; "
-                                 "finish it first (run again without --extend-video)")
-            self.state = {"stage": "video", "step": 0, "total": extend_video, "sitting": len(self.history) + 1,
-                          "image_every": image_every}
+                raise SystemExit(f"--extend-{stage}: the run in {self.work} is at stage {self.state['stage']}; "
+                                 "finish it first (run again without --extend-...)")
+            self.state = {"stage": stage, "step": 0, "total": steps, "sitting": len(self.history) + 1,
+                          **({"image_every": image_every, "direction_aux": direction_aux,
+                              "image_captions": "no-direction"} if stage == "video" else {})}
             self.cfg = dict(blob["cfg"])
             blob = None  # a fresh optimizer and EMA, started from the finished weights
         if self.state["stage"] != "done":
@@ -298,6 +391,8 @@ class Trainer:
                 self.run_vae(blob, deadline)
             elif stage == "data":
                 self.run_data()
+            elif stage == "decoder":
+                self.run_decoder(blob, deadline)
             else:
                 self.run_diffusion(stage, blob, deadline)
             blob = None if self.state["stage"] != stage else blob
@@ -312,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--extend-video", type=int, default=0, metavar="STEPS",
                     help="train a finished model STEPS more video steps (fresh warm-up and schedule)")
+    ap.add_argument("--extend-decoder", type=int, default=0, metavar="STEPS",
+                    help="sharpen a finished model's VAE decoder STEPS steps (encoder and latents unchanged)")
+    ap.add_argument("--direction-aux", type=float, default=0.0, metavar="W",
+                    help="with --extend-video: weight of a probe loss that keeps direction words apart in the text encoder")
     ap.add_argument("--image-every", type=int, default=0, metavar="K",
                     help="with --extend-video: every K-th step is an image batch (temporal layers bypassed)")
     for k, v in DEFAULTS.items():
@@ -343,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    trainer.run(args.minutes, extend_video=args.extend_video, image_every=args.image_every, argv=list(argv if argv is not None else sys.argv[1:]))
+    if args.extend_video and args.extend_decoder:
+        ap.error("--extend-video and --extend-decoder are separate sittings; give one")
+    extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder else None
+    trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
 
