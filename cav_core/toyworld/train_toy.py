@@ -295,7 +295,10 @@ class Trainer:
                 x0 = latents[idx].float()
             prompts = [self._caption(rng, caps[i], weights) for i in idx]
             noise = torch.randn(x0.shape, generator=g)
-            t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
+            # Motion is decided at high noise, where it is least visible in the eps loss: an
+            # extension may draw its video batches' timesteps from [video_t_min, T) only.
+            t_min = 0 if image else int(self.state.get("video_t_min", 0))
+            t = torch.randint(t_min, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
             ac = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
             xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
             # UNet3D's temporal convs use dropout: seed it from this step so a resumed run
@@ -362,7 +365,7 @@ class Trainer:
                     p.copy_(e)
 
     def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
-            argv: list[str] | None = None, direction_aux: float = 0.0) -> None:
+            argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
         if extend:
@@ -377,7 +380,7 @@ class Trainer:
                 raise SystemExit(f"--extend-{stage}: the run in {self.work} is at stage {self.state['stage']}; "
                                  "finish it first (run again without --extend-...)")
             self.state = {"stage": stage, "step": 0, "total": steps, "sitting": len(self.history) + 1,
-                          **({"image_every": image_every, "direction_aux": direction_aux,
+                          **({"image_every": image_every, "direction_aux": direction_aux, "video_t_min": video_t_min,
                               "image_captions": "no-direction"} if stage == "video" else {})}
             self.cfg = dict(blob["cfg"])
             blob = None  # a fresh optimizer and EMA, started from the finished weights
@@ -411,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sharpen a finished model's VAE decoder STEPS steps (encoder and latents unchanged)")
     ap.add_argument("--direction-aux", type=float, default=0.0, metavar="W",
                     help="with --extend-video: weight of a probe loss that keeps direction words apart in the text encoder")
+    ap.add_argument("--video-t-min", type=int, default=0, metavar="T",
+                    help="with --extend-video: video batches draw timesteps from [T, 1000) (motion is set at high noise)")
     ap.add_argument("--image-every", type=int, default=0, metavar="K",
                     help="with --extend-video: every K-th step is an image batch (temporal layers bypassed)")
     for k, v in DEFAULTS.items():
@@ -445,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.extend_video and args.extend_decoder:
         ap.error("--extend-video and --extend-decoder are separate sittings; give one")
     extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder else None
-    trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux, argv=list(argv if argv is not None else sys.argv[1:]))
+    trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux,
+                video_t_min=args.video_t_min, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
 
