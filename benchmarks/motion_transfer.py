@@ -23,7 +23,7 @@ NEW_SUBJECTS = [("blue", "square", "gray"), ("green", "triangle", "gray"), ("yel
                 ("blue", "triangle", "black"), ("green", "square", "black")]
 
 
-def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float) -> dict:
+def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float, init=None, blend: float = 1.0) -> dict:
     from cav_core.sample import generate
     from cav_core.toyworld import measures
 
@@ -32,7 +32,8 @@ def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float) -> dict:
     for i in range(seeds):
         color, shape, bg = NEW_SUBJECTS[i % len(NEW_SUBJECTS)]
         prompt = f"a {color} {shape} {meta['motion_phrase']} on a {bg} background"
-        v = generate(handle, prompt, steps=steps, guidance_scale=cfg, seed=100 + i)[0].numpy()
+        v = generate(handle, prompt, steps=steps, guidance_scale=cfg, seed=100 + i, init_latents=init,
+                     init_blend=blend)[0].numpy()
         tr = measures.centroid_track(v)
         fid.append(measures.motion_fidelity(tr, ref))
         got = measures.object_color(v)
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="T-LoRA steps (default: the library default)")
     ap.add_argument("--sample-steps", type=int, default=25)
     ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--init-blend", type=float, default=0.0,
+                    help="also start from the reference's DDIM-inverted latents with this blend (0: off)")
     ap.add_argument("--model", help="model folder (default: the embedded toy model)")
     args = ap.parse_args()
 
@@ -75,6 +78,16 @@ def main() -> None:
         t2 = time.time()
         rows.append((f"T-LoRA, absorber {kind}", evaluate(handle.with_lora(tlora.lora), meta, args.seeds,
                                                           args.sample_steps, args.cfg), t1 - t0, t2 - t1))
+
+    if args.init_blend > 0:
+        from cav_core.sample import invert_video
+
+        inv = invert_video(handle, frames, meta["captions"]["full"], steps=args.sample_steps)
+        rows.append((f"base + inversion {args.init_blend:g}",
+                     evaluate(handle, meta, args.seeds, args.sample_steps, args.cfg, inv, args.init_blend), 0.0, 0.0))
+        rows.append((f"T-LoRA ({kind}) + inversion {args.init_blend:g}",
+                     evaluate(handle.with_lora(tlora.lora), meta, args.seeds, args.sample_steps, args.cfg, inv,
+                              args.init_blend), 0.0, 0.0))
 
     print(f"motion transfer from bundled clip {args.clip!r} ({meta['captions']['full']!r}) to new subjects; "
           f"{args.seeds} seeds, ddim {args.sample_steps} steps, guidance {args.cfg}; T-LoRA "
