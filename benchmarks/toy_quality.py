@@ -85,6 +85,15 @@ def main() -> None:
     print(f"  'still' prompts stay still    {np.mean(hits['still']):6.1%}   ({len(hits['still'])} prompts)")
     print("  per direction: " + ", ".join(f"{k} {np.mean(v):.0%}" for k, v in sorted(per_direction.items())))
 
+    # Does the text or the start noise decide the motion? One seed, every direction word.
+    for seed in (11, 12):
+        got = []
+        for direction in spec.DIRECTIONS:
+            v = generate(handle, spec.full_caption("red", "square", direction, "black"), steps=args.steps,
+                         guidance_scale=args.cfg, seed=seed)[0].numpy()
+            got.append(measures.motion_direction(measures.centroid_track(v)))
+        print(f"  seed {seed}, the {len(got)} direction words -> measured {', '.join(got)}")
+
     # Diversity: the same prompt with different seeds starts elsewhere and moves differently.
     starts, speeds = [], []
     for prompt in ("a red circle moving right on a black background", "a green square moving down on a gray background"):

@@ -27,7 +27,7 @@ def test_folder_has_the_real_layout_and_is_small(toy):
 
 def test_text_conditions_the_samples(toy):
     """A regression floor under the figures benchmarks/toy_quality.py reports (color 99%,
-    shape 98% over 112 prompts at the last training). Chance is 1/7 for color, 1/3 for
+    shape 96% over 112 prompts at the last training). Chance is 1/7 for color, 1/3 for
     shape and 1/2 for background, so a model that ignores its prompt fails this."""
     from cav_core.toyworld import spec
 
