@@ -3,8 +3,9 @@
 Adapters live outside the model as plain tensors (:class:`LoraWeights`) and are put onto
 the shared UNet only for the duration of a sample / train / invert call
 (:func:`attached_loras`), then removed, so the base weights and every cached model
-handle stay valid (DESIGN §3). peft owns the LoRA layers, scaling and merging; this
-module owns naming, validation and clean removal.
+handle stay valid (DESIGN §3). peft owns the LoRA layers and their scaling; this module
+owns naming, validation, clean removal and the merged mode used for sampling (strength·ΔW
+folded into the weights for one call).
 """
 
 from __future__ import annotations
@@ -181,15 +182,18 @@ def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
     saved: dict[str, tuple[nn.Module, torch.Tensor]] = {}
     try:
         if merge:
+            # Sum every adapter's delta in fp32 first, so fp16 weights are rounded once.
+            deltas: dict[str, torch.Tensor] = {}
+            for lora, strength in loras:
+                for m in lora.modules:
+                    d = lora.delta(m) * float(strength)
+                    deltas[m] = deltas[m] + d if m in deltas else d
             with torch.no_grad():
-                for lora, strength in loras:
-                    for m in lora.modules:
-                        layer = unet.get_submodule(m)
-                        if m not in saved:
-                            saved[m] = (layer, layer.weight.detach().clone())
-                        w = layer.weight
-                        delta = lora.delta(m).to(w.device) * float(strength)
-                        w.copy_((w.float() + delta).to(w.dtype))
+                for m, d in deltas.items():
+                    layer = unet.get_submodule(m)
+                    w = layer.weight
+                    saved[m] = (layer, w.detach().clone())
+                    w.copy_((w.float() + d.to(w.device)).to(w.dtype))
         else:
             names = {}
             for i, (lora, strength) in enumerate(loras):
