@@ -38,7 +38,7 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
 
     before = {k: v.clone() for k, v in t.c.vae.encoder.state_dict().items()}
     dec_before = {k: v.clone() for k, v in t.c.vae.decoder.state_dict().items()}
-    trainer(work).run(minutes=5, extend=("video", 3), image_every=2, argv=["--extend-video", "3"])
+    trainer(work).run(minutes=5, extend=("video", 3), image_every=2, direction_aux=0.02, argv=["--extend-video", "3"])
     ext = trainer(work)
     ext.run(minutes=5, extend=("decoder", 2), argv=["--extend-decoder", "2"])
     # The decoder sitting leaves the encoder (the latent space the UNet learned) untouched.
@@ -49,6 +49,7 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     assert train_toy.main(["--work", str(work), "--export", str(out)]) == 0
     meta = json.loads((out / "training.json").read_text())
     assert [s["argv"] for s in meta["sittings"]][-2:] == [["--extend-video", "3"], ["--extend-decoder", "2"]]
+    assert meta["sittings"][-2]["from"]["direction_aux"] == 0.02
     assert meta["sittings"][-2]["from"]["image_every"] == 2 and meta["sittings"][-1]["to"]["stage"] == "done"
     assert "--vae-steps 2" in meta["command"]  # the recipe of the run that was extended
     assert type(load_t2v(out).base.unet).__name__ == "UNet3DConditionModel"

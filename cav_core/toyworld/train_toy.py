@@ -155,6 +155,11 @@ class Trainer:
             self.state = {"stage": "data", "step": 0}
             self.save()
 
+    def _next_state(self, stage: str) -> dict:
+        """The state at the start of ``stage``; an extension sitting keeps its number."""
+        sitting = self.state.get("sitting")
+        return {"stage": stage, "step": 0, **({"sitting": sitting} if sitting else {})}
+
     def run_decoder(self, blob, deadline: float) -> None:
         """Sharpen the VAE decoder with the encoder frozen: the latent space the UNet learned
         stays the same, only how latents are drawn gets better (small shapes' corners)."""
@@ -188,8 +193,7 @@ class Trainer:
                 self.save(opt)
         vae.eval().requires_grad_(False)
         if self.state["step"] >= total:
-            self.state = {"stage": "done", "step": 0,
-                          **({"sitting": self.state["sitting"]} if self.state.get("sitting") else {})}
+            self.state = self._next_state("done")
             self.log("decoder done")
             self.save()
         else:
@@ -309,12 +313,14 @@ class Trainer:
                 pred = unet(xt, t, encoder_hidden_states=states).sample
             snr = ac.flatten() / (1 - ac.flatten())
             w = torch.clamp(snr, max=self.cfg["min_snr"]) / snr
-            loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
-            labels = torch.tensor([self._direction_label(p) for p in prompts])
-            if head is not None and (labels >= 0).any():
-                aux_loss = F.cross_entropy(head(pooled), labels, ignore_index=-100)
-                aux_losses.append(aux_loss.item())
-                loss = loss + aux * aux_loss
+            diffusion_loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
+            loss = diffusion_loss
+            if head is not None:
+                labels = torch.tensor([self._direction_label(p) for p in prompts])
+                if (labels >= 0).any():
+                    aux_loss = F.cross_entropy(head(pooled), labels, ignore_index=-100)
+                    aux_losses.append(aux_loss.item())
+                    loss = loss + aux * aux_loss
             lr = self.cfg["lr"] * min(1.0, (step + 1) / self.cfg["warmup"])
             lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))) * 0.9 + 0.1
             for group in opt.param_groups:
@@ -327,8 +333,7 @@ class Trainer:
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
             # Interleaved image batches are logged apart so the video loss stays comparable.
-            diff_loss = loss.item() - (aux * aux_losses[-1] if head is not None and (labels >= 0).any() else 0.0)
-            (image_losses if image and stage == "video" else losses).append(diff_loss)
+            (image_losses if image and stage == "video" else losses).append(diffusion_loss.item())
             self.state["step"] += 1
             n_run += 1
             if self.state["step"] % 50 == 0:
@@ -347,8 +352,7 @@ class Trainer:
             nxt = STAGES.index(stage) + 1
             if STAGES[nxt] == "decoder" and (self.state.get("sitting") or not self.cfg.get("decoder_steps")):
                 nxt += 1  # an extension sitting (or an older recipe) does only what it was asked
-            self.state = {"stage": STAGES[nxt] if nxt < len(STAGES) else "done", "step": 0,
-                          **({"sitting": self.state["sitting"]} if self.state.get("sitting") else {})}
+            self.state = self._next_state(STAGES[nxt] if nxt < len(STAGES) else "done")
             self.log(f"{stage} done")
             self.save()
         else:
