@@ -40,6 +40,42 @@ def vae_ceiling(handle, n: int = 60) -> tuple[float, float, float]:
     return float(np.mean(color)), float(np.mean(shape)), float(np.mean(err))
 
 
+def text_sensitivity(handle, steps: int = 25, n: int = 8) -> dict[str, float]:
+    """How much the UNet's clean-video estimate at the first sampling step moves when one
+    caption word changes, relative to its size (mean over ``n`` spec clips, noised to that
+    step). A word the UNet ignores scores ~0, whatever the text encoder does with it."""
+    import torch
+
+    from cav_core.sample import encode_frames, make_scheduler, text_embeddings
+    from cav_core.toyworld import spec
+    from cav_core.toyworld.clips import straight_clip
+
+    c = handle.base
+    sched = make_scheduler("ddim", c.scheduler_config)
+    sched.set_timesteps(steps)
+    t = sched.timesteps[0]
+    rng = np.random.default_rng(3)
+    other = {"right": "left", "left": "right", "up": "down", "down": "up"}
+    change: dict[str, list[float]] = {"direction": [], "direction -> still": [], "color": []}
+    for i in range(n):
+        direction = list(other)[i % 4]
+        color, swap = rng.choice(list(spec.COLORS), 2, replace=False)
+        clip = straight_clip(str(color), "circle", "gray", direction, "fast", rng=i)
+        z = encode_frames(c, torch.from_numpy(clip.frames))
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(i))
+        xt = sched.add_noise(z, noise, t[None])
+        prompts = {"ref": spec.full_caption(str(color), "circle", direction, "gray"),
+                   "direction": spec.full_caption(str(color), "circle", other[direction], "gray"),
+                   "direction -> still": spec.full_caption(str(color), "circle", "still", "gray"),
+                   "color": spec.full_caption(str(swap), "circle", direction, "gray")}
+        with torch.no_grad():
+            eps = c.unet(xt.repeat(4, 1, 1, 1, 1), t, encoder_hidden_states=text_embeddings(handle, list(prompts.values()))).sample
+        x0 = [sched.step(e[None], t, xt).pred_original_sample for e in eps]
+        for k, x in zip(list(prompts)[1:], x0[1:]):
+            change[k].append(float((x - x0[0]).norm() / x0[0].norm()))
+    return {k: float(np.mean(v)) for k, v in change.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=112)
@@ -84,6 +120,10 @@ def main() -> None:
     print(f"  named direction of motion     {np.mean(hits['direction']):6.1%}   (goal >= 80%, {len(hits['direction'])} moving prompts)")
     print(f"  'still' prompts stay still    {np.mean(hits['still']):6.1%}   ({len(hits['still'])} prompts)")
     print("  per direction: " + ", ".join(f"{k} {np.mean(v):.0%}" for k, v in sorted(per_direction.items())))
+
+    sens = text_sensitivity(handle, args.steps)
+    print("  the UNet's clean-video estimate at the first step changes by "
+          + ", ".join(f"{v:.1%} ({k} word)" for k, v in sens.items()) + " of its norm")
 
     # Does the text or the start noise decide the motion? One seed, every direction word.
     for seed in (11, 12):

@@ -38,7 +38,8 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
 
     before = {k: v.clone() for k, v in t.c.vae.encoder.state_dict().items()}
     dec_before = {k: v.clone() for k, v in t.c.vae.decoder.state_dict().items()}
-    trainer(work).run(minutes=5, extend=("video", 3), image_every=2, direction_aux=0.02, argv=["--extend-video", "3"])
+    trainer(work).run(minutes=5, extend=("video", 3), image_every=2, direction_aux=0.02, high_noise_weight=10.0, direction_contrast=1.0,
+                       argv=["--extend-video", "3"])
     ext = trainer(work)
     ext.run(minutes=5, extend=("decoder", 2), argv=["--extend-decoder", "2"])
     # The decoder sitting leaves the encoder (the latent space the UNet learned) untouched.
@@ -50,9 +51,61 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     meta = json.loads((out / "training.json").read_text())
     assert [s["argv"] for s in meta["sittings"]][-2:] == [["--extend-video", "3"], ["--extend-decoder", "2"]]
     assert meta["sittings"][-2]["from"]["direction_aux"] == 0.02
+    assert meta["sittings"][-2]["from"]["high_noise_weight"] == 10.0
+    assert meta["sittings"][-2]["from"]["direction_contrast"] == 1.0
     assert meta["sittings"][-2]["from"]["image_every"] == 2 and meta["sittings"][-1]["to"]["stage"] == "done"
     assert "--vae-steps 2" in meta["command"]  # the recipe of the run that was extended
     assert type(load_t2v(out).base.unet).__name__ == "UNet3DConditionModel"
+
+
+def test_loss_weights_favour_high_noise_only_when_asked():
+    ac = torch.tensor([0.999, 0.5, 0.2, 0.01])  # SNR 999, 1, 0.25, ~0.0101
+    plain = train_toy.loss_weights(ac, min_snr=5.0)
+    torch.testing.assert_close(plain, torch.tensor([5 / 999, 1.0, 1.0, 1.0]), rtol=1e-4, atol=0)
+    high = train_toy.loss_weights(ac, min_snr=5.0, high_noise_weight=25.0)
+    # 1/SNR where it is between 1 and the cap; the cap near pure noise; low noise unchanged.
+    torch.testing.assert_close(high, torch.tensor([5 / 999, 1.0, 4.0, 25.0]), rtol=1e-4, atol=0)
+
+
+def test_the_contrast_caption_swaps_only_the_direction_word():
+    import numpy as np
+
+    from cav_core.toyworld import spec
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for direction in spec.DIRECTIONS:
+        prompt = spec.full_caption("red", "circle", direction, "gray")
+        for _ in range(80):
+            wrong = train_toy.Trainer.wrong_direction(prompt, rng)
+            words, orig = wrong.split(), prompt.split()
+            diff = [i for i, (a, b) in enumerate(zip(words, orig)) if a != b]
+            assert len(words) == len(orig) and diff == [orig.index("moving") + 1], wrong
+            assert words[diff[0]] in spec.DIRECTIONS
+            seen.add((direction, words[diff[0]]))
+    assert len(seen) == len(spec.DIRECTIONS) * (len(spec.DIRECTIONS) - 1)  # every other word is drawn
+    assert train_toy.Trainer.wrong_direction("a red circle on a gray background", rng) is None
+
+
+def test_the_contrast_loss_takes_part_only_at_high_noise(tmp_path):
+    import numpy as np
+
+    t = trainer(tmp_path / "c")
+    unet = t.c.unet.train().requires_grad_(True)
+    prompts = ["a red circle moving left on a gray background", "a red circle on a gray background"]
+    xt, noise = torch.randn(2, 4, 16, 8, 8), torch.randn(2, 4, 16, 8, 8)
+    w = torch.ones(2)
+
+    def contrast(steps):
+        ts = torch.tensor(steps)
+        per_sample = ((unet(xt, ts, encoder_hidden_states=t._encode(prompts)[0]).sample - noise) ** 2).mean(dim=(1, 2, 3, 4))
+        return t._contrast_loss(np.random.default_rng(0), unet, xt, ts, noise, w, per_sample, prompts)
+
+    assert contrast([100, 900]).item() == 0.0  # the caption naming a direction is at low noise
+    loss = contrast([900, 900])
+    assert loss.item() > 0  # a random UNet predicts the right word within the 20% margin
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in unet.parameters())
 
 
 def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):

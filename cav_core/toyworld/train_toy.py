@@ -8,7 +8,9 @@
 A finished model can be trained further (--extend-video): the video stage reopens with a
 fresh warm-up and cosine schedule, optionally interleaving image batches (temporal layers
 bypassed) the way ModelScope trained jointly on images and videos; every sitting is
-recorded in the checkpoint and exported to training.json.
+recorded in the checkpoint and exported to training.json. --direction-aux, --video-t-min,
+--high-noise-weight and --direction-contrast are the knobs of the attempts to make direction
+words steer the motion; none did yet (README, "The toy world", has the figures).
 
 Stages, in order (each resumes at its last checkpoint):
   vae    AutoencoderKL on single frames (MSE + tiny KL), then its latent scaling factor
@@ -54,6 +56,19 @@ def _rng(seed: int, stage: str, step: int, sitting: int = 0) -> np.random.Genera
     # Sitting 0 keeps the original stream; an extension (--extend-video) draws fresh batches.
     key = [seed, STAGES.index(stage), step] + ([sitting] if sitting else [])
     return np.random.default_rng(key)
+
+
+def loss_weights(alphas_cumprod: torch.Tensor, min_snr: float, high_noise_weight: float = 0.0) -> torch.Tensor:
+    """Per-sample weights of the eps loss: min-SNR (low noise counts less), and optionally
+    1/SNR capped at ``high_noise_weight``. The eps loss weighs an error in the clean video by
+    SNR, ~0.01 above t = 900, where the layout (and so the motion) is decided; the second
+    factor turns those steps into an x0 loss, so a prediction from near-pure noise has to
+    follow the caption rather than the noise."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    w = torch.clamp(snr, max=min_snr) / snr
+    if high_noise_weight > 0:
+        w = w * torch.clamp(1 / snr, min=1.0, max=high_noise_weight)
+    return w
 
 
 class Trainer:
@@ -253,6 +268,36 @@ class Trainer:
                 return list(spec.DIRECTIONS).index(word)
         return -100
 
+    @classmethod
+    def wrong_direction(cls, prompt: str, rng: np.random.Generator) -> str | None:
+        """``prompt`` with its direction word swapped for another one, or None if it names none."""
+        names = list(spec.DIRECTIONS)
+        label = cls._direction_label(prompt)
+        if label < 0:
+            return None
+        other = names[(label + 1 + int(rng.integers(len(names) - 1))) % len(names)]
+        return prompt.replace(f"moving {names[label]} ", f"moving {other} ", 1)
+
+    def _contrast_loss(self, rng: np.random.Generator, unet, xt, t, noise, w, per_sample, prompts) -> torch.Tensor:
+        """Hinge on the same noisy clip with another direction word: at high noise (where
+        the caption must decide the motion) the wrong word should predict worse by a
+        margin. The plain loss barely rewards reading the direction word at all; this
+        asks for it directly. Only full captions with a direction take part."""
+        rows, wrong = [], []
+        for i, p in enumerate(prompts):
+            other = self.wrong_direction(p, rng)
+            if other is not None and int(t[i]) >= 600:
+                rows.append(i)
+                wrong.append(other)
+        if not rows:
+            return per_sample.new_zeros(())
+        idx = torch.tensor(rows)
+        states, _ = self._encode(wrong)
+        pred = unet(xt[idx], t[idx], encoder_hidden_states=states).sample
+        wrong_loss = w[idx] * ((pred - noise[idx]) ** 2).mean(dim=(1, 2, 3, 4))
+        right_loss = per_sample[idx]
+        return F.relu(right_loss + 0.2 * right_loss.detach() - wrong_loss).mean()
+
     def run_diffusion(self, stage: str, blob, deadline: float) -> None:
         from ..layers import bypass_temporal
 
@@ -311,10 +356,14 @@ class Trainer:
             states, pooled = self._encode(prompts)
             with bypass_temporal(unet, enabled=image):
                 pred = unet(xt, t, encoder_hidden_states=states).sample
-            snr = ac.flatten() / (1 - ac.flatten())
-            w = torch.clamp(snr, max=self.cfg["min_snr"]) / snr
-            diffusion_loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))).mean()
+            w = loss_weights(ac.flatten(), self.cfg["min_snr"],
+                             0.0 if image else float(self.state.get("high_noise_weight", 0.0)))
+            per_sample = w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))
+            diffusion_loss = per_sample.mean()
             loss = diffusion_loss
+            contrast = float(self.state.get("direction_contrast", 0.0)) if not image else 0.0
+            if contrast:
+                loss = loss + contrast * self._contrast_loss(rng, unet, xt, t, noise, w, per_sample, prompts)
             if head is not None:
                 labels = torch.tensor([self._direction_label(p) for p in prompts])
                 if (labels >= 0).any():
@@ -369,7 +418,8 @@ class Trainer:
                     p.copy_(e)
 
     def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
-            argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0) -> None:
+            argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0,
+            high_noise_weight: float = 0.0, direction_contrast: float = 0.0) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
         if extend:
@@ -385,6 +435,7 @@ class Trainer:
                                  "finish it first (run again without --extend-...)")
             self.state = {"stage": stage, "step": 0, "total": steps, "sitting": len(self.history) + 1,
                           **({"image_every": image_every, "direction_aux": direction_aux, "video_t_min": video_t_min,
+                              "high_noise_weight": high_noise_weight, "direction_contrast": direction_contrast,
                               "image_captions": "no-direction"} if stage == "video" else {})}
             self.cfg = dict(blob["cfg"])
             blob = None  # a fresh optimizer and EMA, started from the finished weights
@@ -420,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --extend-video: weight of a probe loss that keeps direction words apart in the text encoder")
     ap.add_argument("--video-t-min", type=int, default=0, metavar="T",
                     help="with --extend-video: video batches draw timesteps from [T, 1000) (motion is set at high noise)")
+    ap.add_argument("--high-noise-weight", type=float, default=0.0, metavar="W",
+                    help="with --extend-video: weigh video batches' loss by 1/SNR capped at W (an x0 loss at high noise)")
+    ap.add_argument("--direction-contrast", type=float, default=0.0, metavar="W",
+                    help="with --extend-video: weight of a hinge asking a wrong direction word to predict worse at high noise")
     ap.add_argument("--image-every", type=int, default=0, metavar="K",
                     help="with --extend-video: every K-th step is an image batch (temporal layers bypassed)")
     for k, v in DEFAULTS.items():
@@ -455,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--extend-video and --extend-decoder are separate sittings; give one")
     extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder else None
     trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux,
-                video_t_min=args.video_t_min, argv=list(argv if argv is not None else sys.argv[1:]))
+                video_t_min=args.video_t_min, high_noise_weight=args.high_noise_weight,
+                direction_contrast=args.direction_contrast, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
 
