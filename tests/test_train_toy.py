@@ -46,14 +46,26 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     assert all(torch.equal(v, ext.c.vae.encoder.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, ext.c.vae.decoder.state_dict()[k]) for k, v in dec_before.items())
 
+    # A restarted sitting: new UNet and text encoder, same VAE, image then video steps.
+    vae_before = {k: v.clone() for k, v in ext.c.vae.state_dict().items()}
+    unet_before = {k: v.clone() for k, v in ext.c.unet.state_dict().items()}
+    restart = trainer(work)
+    restart.run(minutes=5, extend=("image", 2), video_steps=3, direction_aux=0.02, argv=["--restart-diffusion", "2", "3"])
+    assert restart.state["stage"] == "done"
+    assert "UNet and text encoder restarted" in (work / "train.log").read_text()
+    assert all(torch.equal(v, restart.c.vae.state_dict()[k]) for k, v in vae_before.items())
+    assert any(not torch.equal(v, restart.c.unet.state_dict()[k]) for k, v in unet_before.items())
+    assert restart.history[-1]["from"]["video_total"] == 3
+
     out = tmp_path / "model"
     assert train_toy.main(["--work", str(work), "--export", str(out)]) == 0
     meta = json.loads((out / "training.json").read_text())
-    assert [s["argv"] for s in meta["sittings"]][-2:] == [["--extend-video", "3"], ["--extend-decoder", "2"]]
-    assert meta["sittings"][-2]["from"]["direction_aux"] == 0.02
-    assert meta["sittings"][-2]["from"]["high_noise_weight"] == 10.0
-    assert meta["sittings"][-2]["from"]["direction_contrast"] == 1.0
-    assert meta["sittings"][-2]["from"]["image_every"] == 2 and meta["sittings"][-1]["to"]["stage"] == "done"
+    assert [s["argv"] for s in meta["sittings"]][-3:] == [["--extend-video", "3"], ["--extend-decoder", "2"],
+                                                          ["--restart-diffusion", "2", "3"]]
+    assert meta["sittings"][-3]["from"]["direction_aux"] == 0.02
+    assert meta["sittings"][-3]["from"]["high_noise_weight"] == 10.0
+    assert meta["sittings"][-3]["from"]["direction_contrast"] == 1.0
+    assert meta["sittings"][-3]["from"]["image_every"] == 2 and meta["sittings"][-2]["to"]["stage"] == "done"
     assert "--vae-steps 2" in meta["command"]  # the recipe of the run that was extended
     assert type(load_t2v(out).base.unet).__name__ == "UNet3DConditionModel"
 

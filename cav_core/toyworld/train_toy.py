@@ -73,14 +73,9 @@ def loss_weights(alphas_cumprod: torch.Tensor, min_snr: float, high_noise_weight
 
 class Trainer:
     def __init__(self, work: Path, cfg: dict):
-        from ..model import build_t2v
-
         self.work, self.cfg = work, cfg
         work.mkdir(parents=True, exist_ok=True)
-        tok = model_config.build_tokenizer()
-        self.handle = build_t2v(model_config.UNET_CONFIG, model_config.text_config(tok), model_config.VAE_CONFIG,
-                                model_config.SCHEDULER_CONFIG, tok, seed=cfg["seed"], name="cav-toy-t2v")
-        self.c = self.handle.base
+        self.c = self._fresh_components()
         self.state = {"stage": "vae", "step": 0}
         self.history: list[dict] = []
         self._aux_head: torch.nn.Module | None = None
@@ -88,6 +83,14 @@ class Trainer:
         sc = model_config.SCHEDULER_CONFIG
         betas = torch.linspace(sc["beta_start"] ** 0.5, sc["beta_end"] ** 0.5, sc["num_train_timesteps"]) ** 2
         self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+
+    def _fresh_components(self):
+        """The toy architecture with the recipe seed's random weights."""
+        from ..model import build_t2v
+
+        tok = model_config.build_tokenizer()
+        return build_t2v(model_config.UNET_CONFIG, model_config.text_config(tok), model_config.VAE_CONFIG,
+                         model_config.SCHEDULER_CONFIG, tok, seed=self.cfg["seed"], name="cav-toy-t2v").base
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -171,9 +174,12 @@ class Trainer:
             self.save()
 
     def _next_state(self, stage: str) -> dict:
-        """The state at the start of ``stage``; an extension sitting keeps its number."""
-        sitting = self.state.get("sitting")
-        return {"stage": stage, "step": 0, **({"sitting": sitting} if sitting else {})}
+        """The state at the start of ``stage``; a sitting keeps its number and recipe (a
+        restarted one goes on from its image stage to its video stage)."""
+        keep = {k: v for k, v in self.state.items() if k not in ("stage", "step", "total", "cut_short")}
+        if stage == "video" and "video_total" in keep:
+            keep["total"] = keep["video_total"]
+        return {"stage": stage, "step": 0, **keep}
 
     def run_decoder(self, blob, deadline: float) -> None:
         """Sharpen the VAE decoder with the encoder frozen: the latent space the UNet learned
@@ -311,7 +317,7 @@ class Trainer:
         # word back from the pooled text state, so the text encoder keeps direction words
         # apart. Without it, single frames (image batches) and a UNet that cannot yet use
         # them let "left" and "right" collapse to almost the same features. Not exported.
-        aux = float(self.state.get("direction_aux", 0.0)) if stage == "video" else 0.0
+        aux = float(self.state.get("direction_aux", 0.0))
         head = torch.nn.Linear(text.config.hidden_size, len(spec.DIRECTIONS)) if aux else None
         trained = params + (list(head.parameters()) if head is not None else [])
         opt = torch.optim.AdamW(trained, lr=self.cfg["lr"], weight_decay=1e-2)
@@ -333,7 +339,7 @@ class Trainer:
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
             image = stage == "image" or (every > 0 and step % every == every - 1)
             weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
-            if image and stage == "video" and self.state.get("image_captions") == "no-direction":
+            if image and self.state.get("image_captions") == "no-direction":
                 weights = (0.0, 0.3, 0.7)  # a single frame shows no direction: don't name one
             if image:
                 idx = rng.integers(len(latents), size=self.cfg["image_batch"])
@@ -419,7 +425,7 @@ class Trainer:
 
     def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
             argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0,
-            high_noise_weight: float = 0.0, direction_contrast: float = 0.0) -> None:
+            high_noise_weight: float = 0.0, direction_contrast: float = 0.0, video_steps: int = 0) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
         if extend:
@@ -433,11 +439,21 @@ class Trainer:
             if self.state["stage"] != "done":
                 raise SystemExit(f"--extend-{stage}: the run in {self.work} is at stage {self.state['stage']}; "
                                  "finish it first (run again without --extend-...)")
+            recipe = {"image_every": image_every, "direction_aux": direction_aux, "video_t_min": video_t_min,
+                      "high_noise_weight": high_noise_weight, "direction_contrast": direction_contrast,
+                      "image_captions": "no-direction"}
             self.state = {"stage": stage, "step": 0, "total": steps, "sitting": len(self.history) + 1,
-                          **({"image_every": image_every, "direction_aux": direction_aux, "video_t_min": video_t_min,
-                              "high_noise_weight": high_noise_weight, "direction_contrast": direction_contrast,
-                              "image_captions": "no-direction"} if stage == "video" else {})}
+                          **(recipe if stage in ("video", "image") else {})}
             self.cfg = dict(blob["cfg"])
+            if stage == "image":
+                # --restart-diffusion: new UNet and text encoder from random weights, on the
+                # finished run's VAE and cached latents (the slow, settled part).
+                steps_video = video_steps if video_steps else self.cfg["video_steps"]
+                self.state["video_total"] = int(steps_video)
+                fresh = self._fresh_components()
+                self.c.unet.load_state_dict(fresh.unet.state_dict())
+                self.c.text_encoder.load_state_dict(fresh.text_encoder.state_dict())
+                self.log(f"sitting {self.state['sitting']}: UNet and text encoder restarted from random weights")
             blob = None  # a fresh optimizer and EMA, started from the finished weights
         if self.state["stage"] != "done":
             self.history.append({"argv": list(argv or []), "from": dict(self.state), "to": dict(self.state),
@@ -467,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train a finished model STEPS more video steps (fresh warm-up and schedule)")
     ap.add_argument("--extend-decoder", type=int, default=0, metavar="STEPS",
                     help="sharpen a finished model's VAE decoder STEPS steps (encoder and latents unchanged)")
+    ap.add_argument("--restart-diffusion", type=int, nargs=2, default=None, metavar=("IMAGE", "VIDEO"),
+                    help="keep a finished run's VAE and cached latents, restart the UNet and text encoder from "
+                         "random weights and train IMAGE image then VIDEO video steps with the recipe options below")
     ap.add_argument("--direction-aux", type=float, default=0.0, metavar="W",
                     help="with --extend-video: weight of a probe loss that keeps direction words apart in the text encoder")
     ap.add_argument("--video-t-min", type=int, default=0, metavar="T",
@@ -506,12 +525,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    if args.extend_video and args.extend_decoder:
-        ap.error("--extend-video and --extend-decoder are separate sittings; give one")
-    extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder else None
+    if sum(map(bool, (args.extend_video, args.extend_decoder, args.restart_diffusion))) > 1:
+        ap.error("--extend-video, --extend-decoder and --restart-diffusion are separate sittings; give one")
+    extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder \
+        else ("image", args.restart_diffusion[0]) if args.restart_diffusion else None
     trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux,
                 video_t_min=args.video_t_min, high_noise_weight=args.high_noise_weight,
-                direction_contrast=args.direction_contrast, argv=list(argv if argv is not None else sys.argv[1:]))
+                direction_contrast=args.direction_contrast,
+                video_steps=args.restart_diffusion[1] if args.restart_diffusion else 0, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
 
