@@ -487,15 +487,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep a finished run's VAE and cached latents, restart the UNet and text encoder from "
                          "random weights and train IMAGE image then VIDEO video steps with the recipe options below")
     ap.add_argument("--direction-aux", type=float, default=0.0, metavar="W",
-                    help="with --extend-video: weight of a probe loss that keeps direction words apart in the text encoder")
+                    help="with --extend-video or --restart-diffusion: weight of a probe loss that keeps direction words apart in the text encoder")
     ap.add_argument("--video-t-min", type=int, default=0, metavar="T",
-                    help="with --extend-video: video batches draw timesteps from [T, 1000) (motion is set at high noise)")
+                    help="with --extend-video or --restart-diffusion: video batches draw timesteps from [T, 1000) (motion is set at high noise)")
     ap.add_argument("--high-noise-weight", type=float, default=0.0, metavar="W",
-                    help="with --extend-video: weigh video batches' loss by 1/SNR capped at W (an x0 loss at high noise)")
+                    help="with --extend-video or --restart-diffusion: weigh video batches' loss by 1/SNR capped at W (an x0 loss at high noise)")
     ap.add_argument("--direction-contrast", type=float, default=0.0, metavar="W",
-                    help="with --extend-video: weight of a hinge asking a wrong direction word to predict worse at high noise")
+                    help="with --extend-video or --restart-diffusion: weight of a hinge asking a wrong direction word to predict worse at high noise")
     ap.add_argument("--image-every", type=int, default=0, metavar="K",
-                    help="with --extend-video: every K-th step is an image batch (temporal layers bypassed)")
+                    help="with --extend-video or --restart-diffusion: every K-th step is an image batch (temporal layers bypassed)")
     for k, v in DEFAULTS.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     args = ap.parse_args(argv)
