@@ -50,6 +50,21 @@ def test_seeds_give_different_samples(toy):
     assert max(np.abs(starts[0] - s).max() for s in starts[1:]) > 1.0
 
 
+def test_direction_word_sets_the_axis_and_still_stays_still(toy):
+    """A regression floor under what v3 learned (benchmarks/toy_quality.py: 'still' 100%,
+    direction 51.5%, with the axis right far more often than the sign). A model whose motion
+    ignores the text fails this: v3 gets 15/15 here, v2 got 4/15; chance is about 1/4."""
+    axis = {"left": "h", "right": "h", "up": "v", "down": "v", "still": "still"}
+    hits, n = 0, 0
+    for word in axis:
+        for seed in range(3):
+            clip = sample.generate(toy, f"a white circle moving {word} on a black background", steps=20, seed=seed)[0]
+            got = measures.motion_direction(measures.centroid_track(clip.numpy()))
+            hits += axis.get(got) == axis[word]
+            n += 1
+    assert hits >= 11, (hits, n)
+
+
 @pytest.mark.parametrize("clip", ["zigzag", "circle"])
 def test_inversion_reconstructs_the_clip(toy, clip):
     from cav_core.data import load_video_clip
