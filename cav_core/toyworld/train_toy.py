@@ -9,8 +9,9 @@ A finished model can be trained further (--extend-video): the video stage reopen
 fresh warm-up and cosine schedule, optionally interleaving image batches (temporal layers
 bypassed) the way ModelScope trained jointly on images and videos; every sitting is
 recorded in the checkpoint and exported to training.json. --direction-aux, --video-t-min,
---high-noise-weight and --direction-contrast are the knobs of the attempts to make direction
-words steer the motion; none did yet (README, "The toy world", has the figures).
+--high-noise-weight and --direction-contrast make direction words steer the motion; with
+--restart-diffusion (a new UNet and text encoder on a finished run's VAE and latents) they
+made the shipped model (README, "The toy world", has the figures and the commands).
 
 Stages, in order (each resumes at its last checkpoint):
   vae    AutoencoderKL on single frames (MSE + tiny KL), then its latent scaling factor
