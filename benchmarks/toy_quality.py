@@ -76,6 +76,34 @@ def text_sensitivity(handle, steps: int = 25, n: int = 8) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in change.items()}
 
 
+def sign_source(handle, steps: int, cfg: float, seeds: range = range(6)) -> tuple[str, str]:
+    """Who picks which way along an axis, the words or the start noise? (a) The same seed
+    with opposite words (left/right, up/down): in how many pairs do the two clips move
+    opposite ways? (b) The same prompt with the start noise reversed along the frames: in
+    how many does the motion reverse? Words in charge: (a) all, (b) none."""
+    from cav_core.sample import generate, latent_size, seed_noise
+    from cav_core.toyworld import measures, spec
+
+    def displacement(prompt: str, seed: int, axis: int, noise=None) -> float:
+        kw = {"init_latents": noise[None], "init_blend": 1.0} if noise is not None else {}
+        v = generate(handle, prompt, steps=steps, guidance_scale=cfg, seed=seed, **kw)[0].numpy()
+        tr = measures.centroid_track(v)
+        ok = np.isfinite(tr).all(axis=1)
+        return float(tr[ok][-1, axis] - tr[ok][0, axis]) if ok.sum() >= 2 else 0.0
+
+    opposite = reversed_ = n = 0
+    c = handle.base
+    shape = (c.latent_channels, spec.NUM_FRAMES, *latent_size(c, None, None)[2:])
+    for seed in seeds:
+        for axis, (a, b) in enumerate((("right", "left"), ("down", "up"))):
+            pa = spec.full_caption("red", "circle", a, "black")
+            da, db = displacement(pa, seed, axis), displacement(spec.full_caption("red", "circle", b, "black"), seed, axis)
+            opposite += da * db < 0
+            reversed_ += da * displacement(pa, seed, axis, seed_noise(seed, shape).flip(1)) < 0
+            n += 1
+    return f"{opposite}/{n}", f"{reversed_}/{n}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=112)
@@ -133,6 +161,10 @@ def main() -> None:
                          guidance_scale=args.cfg, seed=seed)[0].numpy()
             got.append(measures.motion_direction(measures.centroid_track(v)))
         print(f"  seed {seed}, the {len(got)} direction words -> measured {', '.join(got)}")
+
+    words, noise = sign_source(handle, args.steps, args.cfg)
+    print(f"  same seed, opposite direction words -> opposite motion in {words} pairs; "
+          f"start noise reversed in time -> motion reversed in {noise} (the words should decide: all / none)")
 
     # Diversity: the same prompt with different seeds starts elsewhere and moves differently.
     starts, speeds = [], []

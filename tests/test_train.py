@@ -3,6 +3,8 @@ need the pretrained toy model live in test_toy_model.py."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -179,3 +181,31 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny):
             grads.append([p.grad.clone() for p in params])
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_v_prediction_model_trains_against_the_velocity(tiny, frames, monkeypatch):
+    """The scheduler config decides the target: a v-prediction, zero-terminal-SNR model (what
+    ``train_toy --v-zero-snr`` makes) trains its T-LoRA against v, samples and inverts to
+    finite clips; an eps model never asks for v."""
+    import diffusers
+
+    from cav_core import sample
+    from cav_core.model import build_t2v
+    from cav_core.toyworld.model_config import (SCHEDULER_CONFIG, UNET_CONFIG, V_ZERO_SNR, VAE_CONFIG,
+                                                build_tokenizer, text_config)
+
+    calls = []
+    real = diffusers.DDPMScheduler.get_velocity
+    monkeypatch.setattr(diffusers.DDPMScheduler, "get_velocity",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    train.train_temporal_lora(tiny, frames, FULL, steps=2, rank=2)
+    assert calls == []
+    tok = build_tokenizer()
+    v_model = build_t2v(UNET_CONFIG, text_config(tok), VAE_CONFIG, {**SCHEDULER_CONFIG, **V_ZERO_SNR}, tok, seed=0)
+    losses = []
+    t = train.train_temporal_lora(v_model, frames, FULL, steps=2, rank=2,
+                                  progress=lambda step, total, info: losses.append(info["loss"]))
+    assert len(calls) == 2 and len(losses) == 2 and all(map(math.isfinite, losses))
+    clip = sample.generate(v_model.with_lora(t.lora), FULL, steps=4, return_latents=True)
+    inverted = sample.invert_video(v_model, frames, FULL, steps=4)
+    assert torch.isfinite(clip).all() and torch.isfinite(inverted).all() and clip.abs().sum() > 0

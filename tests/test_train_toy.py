@@ -40,7 +40,16 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     dec_before = {k: v.clone() for k, v in t.c.vae.decoder.state_dict().items()}
     trainer(work).run(minutes=5, extend=("video", 3), image_every=2, direction_aux=0.02, high_noise_weight=10.0, direction_contrast=1.0,
                        argv=["--extend-video", "3"])
+    assert trainer(work).load() and trainer(work).c.scheduler_config["prediction_type"] == "epsilon"
+    trainer(work).run(minutes=5, extend=("video", 50), image_every=4, high_noise_weight=10.0, v_zero_snr=True,
+                      position_aux=0.1, argv=["--extend-video", "50", "--v-zero-snr", "--position-aux", "0.1"])
+    logged = (work / "train.log").read_text().splitlines()[-3]
+    assert "video step 50/50" in logged and float(logged.split("position-probe loss ")[1].split()[0]) > 0
     ext = trainer(work)
+    ext.load()
+    # The objective switch sticks to the weights: the checkpoint carries it into later sittings.
+    assert ext.c.scheduler_config["prediction_type"] == "v_prediction"
+    assert ext.noise_schedule.alphas_cumprod[-1].item() == 0.0
     ext.run(minutes=5, extend=("decoder", 2), argv=["--extend-decoder", "2"])
     # The decoder sitting leaves the encoder (the latent space the UNet learned) untouched.
     assert all(torch.equal(v, ext.c.vae.encoder.state_dict()[k]) for k, v in before.items())
@@ -60,14 +69,27 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     out = tmp_path / "model"
     assert train_toy.main(["--work", str(work), "--export", str(out)]) == 0
     meta = json.loads((out / "training.json").read_text())
-    assert [s["argv"] for s in meta["sittings"]][-3:] == [["--extend-video", "3"], ["--extend-decoder", "2"],
-                                                          ["--restart-diffusion", "2", "3"]]
-    assert meta["sittings"][-3]["from"]["direction_aux"] == 0.02
-    assert meta["sittings"][-3]["from"]["high_noise_weight"] == 10.0
-    assert meta["sittings"][-3]["from"]["direction_contrast"] == 1.0
-    assert meta["sittings"][-3]["from"]["image_every"] == 2 and meta["sittings"][-2]["to"]["stage"] == "done"
+    assert [s["argv"] for s in meta["sittings"]][-4:] == [["--extend-video", "3"], ["--extend-video", "50", "--v-zero-snr", "--position-aux", "0.1"],
+                                                          ["--extend-decoder", "2"], ["--restart-diffusion", "2", "3"]]
+    assert meta["sittings"][-4]["from"]["direction_aux"] == 0.02
+    assert meta["sittings"][-4]["from"]["high_noise_weight"] == 10.0
+    assert meta["sittings"][-4]["from"]["direction_contrast"] == 1.0
+    assert meta["sittings"][-4]["from"]["image_every"] == 2 and meta["sittings"][-2]["to"]["stage"] == "done"
+    assert meta["sittings"][-3]["from"]["objective"].startswith("v_prediction")
+    assert meta["sittings"][-3]["from"]["position_aux"] == 0.1
     assert "--vae-steps 2" in meta["command"]  # the recipe of the run that was extended
-    assert type(load_t2v(out).base.unet).__name__ == "UNet3DConditionModel"
+    loaded = load_t2v(out).base
+    assert type(loaded.unet).__name__ == "UNet3DConditionModel"
+    # The shipped scheduler config is what the weights were trained for.
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["prediction_type"], sched["rescale_betas_zero_snr"], sched["timestep_spacing"]) == \
+        ("v_prediction", True, "trailing")
+    assert loaded.scheduler_config["prediction_type"] == "v_prediction"
+
+
+def test_v_zero_snr_is_a_sitting_option():
+    with pytest.raises(SystemExit):
+        train_toy.main(["--work", "/nonexistent-run", "--v-zero-snr"])
 
 
 def test_loss_weights_favour_high_noise_only_when_asked():
@@ -77,6 +99,14 @@ def test_loss_weights_favour_high_noise_only_when_asked():
     high = train_toy.loss_weights(ac, min_snr=5.0, high_noise_weight=25.0)
     # 1/SNR where it is between 1 and the cap; the cap near pure noise; low noise unchanged.
     torch.testing.assert_close(high, torch.tensor([5 / 999, 1.0, 4.0, 25.0]), rtol=1e-4, atol=0)
+
+    # v-prediction at zero terminal SNR: the same x0 weights over (SNR + 1); pure noise
+    # counts only when asked, and then as much as an x0 error at SNR 1.
+    ac = torch.tensor([0.999, 0.5, 0.2, 0.0])  # SNR 999, 1, 0.25, 0
+    plain_v = train_toy.loss_weights(ac, min_snr=5.0, prediction="v_prediction")
+    torch.testing.assert_close(plain_v, torch.tensor([5 / 1000, 0.5, 0.2, 0.0]), rtol=1e-3, atol=1e-6)
+    high_v = train_toy.loss_weights(ac, min_snr=5.0, high_noise_weight=25.0, prediction="v_prediction")
+    torch.testing.assert_close(high_v, torch.tensor([5 / 1000, 0.5, 0.8, 1.0]), rtol=1e-3, atol=1e-6)
 
 
 def test_the_contrast_caption_swaps_only_the_direction_word():

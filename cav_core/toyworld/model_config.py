@@ -39,6 +39,15 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
     prediction_type="epsilon",
 )
 
+#: What ``train_toy --v-zero-snr`` switches a model to (Lin et al. 2024, "Common diffusion noise
+#: schedules and sample steps are flawed"): ModelScope's schedule keeps 0.07 of the clean video
+#: at t = 999, enough for a tiny model to read the whole motion path out of the start noise, so
+#: the seed, not the prompt, picks which way the object goes. With zero terminal SNR the first
+#: step sees pure noise and must take the motion from the caption; v-prediction keeps that
+#: step well-defined and "trailing" spacing makes sampling start there.
+V_ZERO_SNR: dict[str, Any] = dict(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                  timestep_spacing="trailing")
+
 #: Words given whole-word tokens; anything else still tokenizes, as characters.
 VOCAB_WORDS: tuple[str, ...] = tuple(dict.fromkeys(
     ["a", "an", "the", "moving", "on", "background", "in", "and", "of", "to", "still",

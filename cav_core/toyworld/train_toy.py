@@ -12,6 +12,10 @@ recorded in the checkpoint and exported to training.json. --direction-aux, --vid
 --high-noise-weight and --direction-contrast make direction words steer the motion; with
 --restart-diffusion (a new UNet and text encoder on a finished run's VAE and latents) they
 made the shipped model (README, "The toy world", has the figures and the commands).
+--v-zero-snr (v-prediction on a zero-terminal-SNR schedule, kept by later sittings and
+exported as the model's scheduler config) and --position-aux (a frame-index probe) aim at
+what v3 still lacks: its start noise, not the caption, picks which way along an axis the
+object moves. As a 3000-step extension of v3 they did not change that.
 
 Stages, in order (each resumes at its last checkpoint):
   vae    AutoencoderKL on single frames (MSE + tiny KL), then its latent scaling factor
@@ -31,6 +35,7 @@ what an uninterrupted one would.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -59,13 +64,21 @@ def _rng(seed: int, stage: str, step: int, sitting: int = 0) -> np.random.Genera
     return np.random.default_rng(key)
 
 
-def loss_weights(alphas_cumprod: torch.Tensor, min_snr: float, high_noise_weight: float = 0.0) -> torch.Tensor:
-    """Per-sample weights of the eps loss: min-SNR (low noise counts less), and optionally
-    1/SNR capped at ``high_noise_weight``. The eps loss weighs an error in the clean video by
-    SNR, ~0.01 above t = 900, where the layout (and so the motion) is decided; the second
-    factor turns those steps into an x0 loss, so a prediction from near-pure noise has to
-    follow the caption rather than the noise."""
+def loss_weights(alphas_cumprod: torch.Tensor, min_snr: float, high_noise_weight: float = 0.0,
+                 prediction: str = "epsilon") -> torch.Tensor:
+    """Per-sample weights of the eps (or v) loss: min-SNR (low noise counts less), and
+    optionally 1/SNR capped at ``high_noise_weight``. The eps loss weighs an error in the clean
+    video by SNR, ~0.01 above t = 900, where the layout (and so the motion) is decided; the
+    second factor turns those steps into an x0 loss, so a prediction from near-pure noise has
+    to follow the caption rather than the noise.
+
+    A v error weighs an x0 error by SNR + 1; the same x0 weights (min(SNR, min_snr), and with
+    ``high_noise_weight`` at least 1 at high noise) are divided by that. At zero terminal SNR
+    the 1/SNR cap has nothing to cap, so any ``high_noise_weight`` > 0 means the full floor."""
     snr = alphas_cumprod / (1 - alphas_cumprod)
+    if prediction == "v_prediction":
+        floor = 1.0 if high_noise_weight > 0 else 0.0
+        return torch.clamp(snr, min=floor, max=min_snr) / (snr + 1)
     w = torch.clamp(snr, max=min_snr) / snr
     if high_noise_weight > 0:
         w = w * torch.clamp(1 / snr, min=1.0, max=high_noise_weight)
@@ -79,11 +92,15 @@ class Trainer:
         self.c = self._fresh_components()
         self.state = {"stage": "vae", "step": 0}
         self.history: list[dict] = []
-        self._aux_head: torch.nn.Module | None = None
+        self._heads: dict[str, torch.nn.Module | None] = {}  # training-only probes, saved with the optimizer
         self.stop = False
-        sc = model_config.SCHEDULER_CONFIG
-        betas = torch.linspace(sc["beta_start"] ** 0.5, sc["beta_end"] ** 0.5, sc["num_train_timesteps"]) ** 2
-        self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+
+    @property
+    def noise_schedule(self):
+        """The diffusers scheduler the model trains for (and ships with): its alphas and target."""
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config({k: v for k, v in self.c.scheduler_config.items() if not k.startswith("_")})
 
     def _fresh_components(self):
         """The toy architecture with the recipe seed's random weights."""
@@ -104,13 +121,15 @@ class Trainer:
         blob = {"state": dict(self.state), "cfg": dict(self.cfg),
                 "unet": self.c.unet.state_dict(), "text": self.c.text_encoder.state_dict(),
                 "vae": self.c.vae.state_dict(), "scaling_factor": float(self.c.vae.config.scaling_factor),
+                "scheduler": json.dumps(dict(self.c.scheduler_config)),
                 "history": json.dumps(self.history)}
         if opt is not None:
             blob["opt"] = opt.state_dict()
         if ema is not None:
             blob["ema"] = [p.detach().clone() for p in ema]
-        if opt is not None and getattr(self, "_aux_head", None) is not None:
-            blob["aux_head"] = self._aux_head.state_dict()
+        for name, head in self._heads.items():
+            if opt is not None and head is not None:
+                blob[name] = head.state_dict()
         tmp = self.ckpt.with_suffix(".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, self.ckpt)
@@ -128,6 +147,8 @@ class Trainer:
         self.c.text_encoder.load_state_dict(blob["text"])
         self.c.vae.load_state_dict(blob["vae"])
         self.c.vae.register_to_config(scaling_factor=blob["scaling_factor"])
+        if "scheduler" in blob:  # older checkpoints all trained for ModelScope's (the default)
+            self.c = dataclasses.replace(self.c, scheduler_config=json.loads(blob["scheduler"]))
         return blob
 
     def log(self, msg: str) -> None:
@@ -285,7 +306,7 @@ class Trainer:
         other = names[(label + 1 + int(rng.integers(len(names) - 1))) % len(names)]
         return prompt.replace(f"moving {names[label]} ", f"moving {other} ", 1)
 
-    def _contrast_loss(self, rng: np.random.Generator, unet, xt, t, noise, w, per_sample, prompts) -> torch.Tensor:
+    def _contrast_loss(self, rng: np.random.Generator, unet, xt, t, target, w, per_sample, prompts) -> torch.Tensor:
         """Hinge on the same noisy clip with another direction word: at high noise (where
         the caption must decide the motion) the wrong word should predict worse by a
         margin. The plain loss barely rewards reading the direction word at all; this
@@ -301,7 +322,7 @@ class Trainer:
         idx = torch.tensor(rows)
         states, _ = self._encode(wrong)
         pred = unet(xt[idx], t[idx], encoder_hidden_states=states).sample
-        wrong_loss = w[idx] * ((pred - noise[idx]) ** 2).mean(dim=(1, 2, 3, 4))
+        wrong_loss = w[idx] * ((pred - target[idx]) ** 2).mean(dim=(1, 2, 3, 4))
         right_loss = per_sample[idx]
         return F.relu(right_loss + 0.2 * right_loss.detach() - wrong_loss).mean()
 
@@ -309,6 +330,9 @@ class Trainer:
         from ..layers import bypass_temporal
 
         data = torch.load(self.data_path, weights_only=True)
+        schedule = self.noise_schedule
+        prediction = schedule.config.prediction_type
+        alphas_cumprod = schedule.alphas_cumprod
         latents, caps = data["latents"], json.loads(data["captions"])
         unet, text = self.c.unet, self.c.text_encoder
         unet.train().requires_grad_(True)
@@ -320,7 +344,19 @@ class Trainer:
         # them let "left" and "right" collapse to almost the same features. Not exported.
         aux = float(self.state.get("direction_aux", 0.0))
         head = torch.nn.Linear(text.config.hidden_size, len(spec.DIRECTIONS)) if aux else None
-        trained = params + (list(head.parameters()) if head is not None else [])
+        # Optional frame-position probe: linear heads read each frame's index back from the
+        # mid and second up block of a video batch. UNet3DConditionModel has no temporal
+        # position embedding; a frame learns where it stands in the clip only through the
+        # temporal convolutions' zero padding, and moving left rather than right needs that
+        # (v3's features told the first half of a clip from the second in ~60% of frames).
+        pos = float(self.state.get("position_aux", 0.0))
+        probed = [unet.mid_block, unet.up_blocks[1]] if pos else []
+        widths = [unet.config.block_out_channels[-1], list(reversed(unet.config.block_out_channels))[1]]
+        pos_heads = torch.nn.ModuleList([torch.nn.Linear(w, spec.NUM_FRAMES) for w in widths]) if pos else None
+        seen: list[torch.Tensor] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out)) for m in probed]
+        trained = params + (list(head.parameters()) if head is not None else []) \
+            + (list(pos_heads.parameters()) if pos_heads is not None else [])
         opt = torch.optim.AdamW(trained, lr=self.cfg["lr"], weight_decay=1e-2)
         ema = [p.detach().clone() for p in params]
         if blob and blob["state"]["stage"] == stage and "opt" in blob:
@@ -328,11 +364,13 @@ class Trainer:
             ema = blob["ema"]
             if head is not None and "aux_head" in blob:
                 head.load_state_dict(blob["aux_head"])
-        self._aux_head = head
+            if pos_heads is not None and "pos_heads" in blob:
+                pos_heads.load_state_dict(blob["pos_heads"])
+        self._heads = {"aux_head": head, "pos_heads": pos_heads}
         total = int(self.state.get("total", self.cfg[f"{stage}_steps"]))
         sitting = int(self.state.get("sitting", 0))
         every = int(self.state.get("image_every", self.cfg.get("image_every", 0))) if stage == "video" else 0
-        losses, image_losses, aux_losses = [], [], []
+        losses, image_losses, aux_losses, pos_losses = [], [], [], []
         t0, n_run = time.time(), 0
         while self.state["step"] < total and not self._out_of_time(deadline):
             step = self.state["step"]
@@ -354,23 +392,33 @@ class Trainer:
             # Motion is decided at high noise, where it is least visible in the eps loss: an
             # extension may draw its video batches' timesteps from [video_t_min, T) only.
             t_min = 0 if image else int(self.state.get("video_t_min", 0))
-            t = torch.randint(t_min, len(self.alphas_cumprod), (x0.shape[0],), generator=g)
-            ac = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
-            xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+            t = torch.randint(t_min, len(alphas_cumprod), (x0.shape[0],), generator=g)
+            ac = alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+            xt = schedule.add_noise(x0, noise, t)
+            target = noise if prediction == "epsilon" else schedule.get_velocity(x0, noise, t)
             # UNet3D's temporal convs use dropout: seed it from this step so a resumed run
             # draws the masks an uninterrupted one would.
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
             states, pooled = self._encode(prompts)
+            seen.clear()
             with bypass_temporal(unet, enabled=image):
                 pred = unet(xt, t, encoder_hidden_states=states).sample
+            probe = seen[:len(probed)]  # the contrast pass below runs the hooks again
             w = loss_weights(ac.flatten(), self.cfg["min_snr"],
-                             0.0 if image else float(self.state.get("high_noise_weight", 0.0)))
-            per_sample = w * ((pred - noise) ** 2).mean(dim=(1, 2, 3, 4))
+                             0.0 if image else float(self.state.get("high_noise_weight", 0.0)), prediction)
+            per_sample = w * ((pred - target) ** 2).mean(dim=(1, 2, 3, 4))
             diffusion_loss = per_sample.mean()
             loss = diffusion_loss
             contrast = float(self.state.get("direction_contrast", 0.0)) if not image else 0.0
             if contrast:
-                loss = loss + contrast * self._contrast_loss(rng, unet, xt, t, noise, w, per_sample, prompts)
+                loss = loss + contrast * self._contrast_loss(rng, unet, xt, t, target, w, per_sample, prompts)
+            if pos_heads is not None and not image:
+                frames = x0.shape[2]
+                pos_loss = sum(F.cross_entropy(h(f.reshape(x0.shape[0], frames, f.shape[1], -1).mean(-1))
+                                               .flatten(0, 1), torch.arange(frames).repeat(x0.shape[0]))
+                               for h, f in zip(pos_heads, probe)) / len(probe)
+                pos_losses.append(pos_loss.item())
+                loss = loss + pos * pos_loss
             if head is not None:
                 labels = torch.tensor([self._direction_label(p) for p in prompts])
                 if (labels >= 0).any():
@@ -396,6 +444,7 @@ class Trainer:
                 rate = (time.time() - t0) / n_run
                 extra = f" image loss {np.mean(image_losses[-10:]):.4f}" if image_losses else ""
                 extra += f" direction-probe loss {np.mean(aux_losses[-50:]):.3f}" if aux_losses else ""
+                extra += f" position-probe loss {np.mean(pos_losses[-50:]):.3f}" if pos_losses else ""
                 self.log(f"{stage} step {self.state['step']}/{total} loss {np.mean(losses[-50:]):.4f}{extra} "
                          f"lr {lr:.2e} {rate:.2f}s/step")
             if self.state["step"] % 200 == 0:
@@ -413,6 +462,8 @@ class Trainer:
             self.save()
         else:
             self.save(opt, ema)
+        for hook in hooks:
+            hook.remove()
         unet.eval().requires_grad_(False)
         text.eval().requires_grad_(False)
 
@@ -426,7 +477,8 @@ class Trainer:
 
     def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
             argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0,
-            high_noise_weight: float = 0.0, direction_contrast: float = 0.0, video_steps: int = 0) -> None:
+            high_noise_weight: float = 0.0, direction_contrast: float = 0.0, video_steps: int = 0,
+            v_zero_snr: bool = False, position_aux: float = 0.0) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
         if extend:
@@ -442,7 +494,13 @@ class Trainer:
                                  "finish it first (run again without --extend-...)")
             recipe = {"image_every": image_every, "direction_aux": direction_aux, "video_t_min": video_t_min,
                       "high_noise_weight": high_noise_weight, "direction_contrast": direction_contrast,
-                      "image_captions": "no-direction"}
+                      "image_captions": "no-direction", "position_aux": position_aux}
+            if v_zero_snr and stage in ("video", "image"):
+                # The objective stays with the weights: later sittings keep it (the checkpoint
+                # and the exported scheduler config record it).
+                self.c = dataclasses.replace(self.c, scheduler_config={**model_config.SCHEDULER_CONFIG,
+                                                                       **model_config.V_ZERO_SNR})
+                recipe["objective"] = "v_prediction, zero terminal SNR"
             self.state = {"stage": stage, "step": 0, "total": steps, "sitting": len(self.history) + 1,
                           **(recipe if stage in ("video", "image") else {})}
             self.cfg = dict(blob["cfg"])
@@ -495,6 +553,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --extend-video or --restart-diffusion: weigh video batches' loss by 1/SNR capped at W (an x0 loss at high noise)")
     ap.add_argument("--direction-contrast", type=float, default=0.0, metavar="W",
                     help="with --extend-video or --restart-diffusion: weight of a hinge asking a wrong direction word to predict worse at high noise")
+    ap.add_argument("--position-aux", type=float, default=0.0, metavar="W",
+                    help="with --extend-video or --restart-diffusion: weight of a probe loss that reads each frame's "
+                         "index back from the UNet's features, so frames know where they stand in the clip")
+    ap.add_argument("--v-zero-snr", action="store_true",
+                    help="with --extend-video or --restart-diffusion: from this sitting on, train (and ship) "
+                         "v-prediction on a zero-terminal-SNR schedule, so the start noise cannot choose the motion")
     ap.add_argument("--image-every", type=int, default=0, metavar="K",
                     help="with --extend-video or --restart-diffusion: every K-th step is an image batch (temporal layers bypassed)")
     for k, v in DEFAULTS.items():
@@ -528,11 +592,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     if sum(map(bool, (args.extend_video, args.extend_decoder, args.restart_diffusion))) > 1:
         ap.error("--extend-video, --extend-decoder and --restart-diffusion are separate sittings; give one")
+    if args.v_zero_snr and not (args.extend_video or args.restart_diffusion):
+        ap.error("--v-zero-snr changes the objective of a sitting: give it with --extend-video or --restart-diffusion")
     extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder \
         else ("image", args.restart_diffusion[0]) if args.restart_diffusion else None
     trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux,
                 video_t_min=args.video_t_min, high_noise_weight=args.high_noise_weight,
-                direction_contrast=args.direction_contrast,
+                direction_contrast=args.direction_contrast, v_zero_snr=args.v_zero_snr,
+                position_aux=args.position_aux,
                 video_steps=args.restart_diffusion[1] if args.restart_diffusion else 0, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
