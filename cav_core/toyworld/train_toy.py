@@ -348,10 +348,10 @@ class Trainer:
         # mid and second up block of a video batch. UNet3DConditionModel has no temporal
         # position embedding; a frame learns where it stands in the clip only through the
         # temporal convolutions' zero padding, and moving left rather than right needs that
-        # (v3's features told the first half of a clip from the second in ~60% of frames).
+        # (v3's features told the first half of a clip from the second in at most 65% of frames).
         pos = float(self.state.get("position_aux", 0.0))
         probed = [unet.mid_block, unet.up_blocks[1]] if pos else []
-        widths = [unet.config.block_out_channels[-1], list(reversed(unet.config.block_out_channels))[1]]
+        widths = [unet.config.block_out_channels[-1], unet.config.block_out_channels[-2]]  # mid, up_blocks[1]
         pos_heads = torch.nn.ModuleList([torch.nn.Linear(w, spec.NUM_FRAMES) for w in widths]) if pos else None
         seen: list[torch.Tensor] = []
         hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out)) for m in probed]
