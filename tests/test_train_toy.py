@@ -40,7 +40,8 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     dec_before = {k: v.clone() for k, v in t.c.vae.decoder.state_dict().items()}
     trainer(work).run(minutes=5, extend=("video", 3), image_every=2, direction_aux=0.02, high_noise_weight=10.0, direction_contrast=1.0,
                        argv=["--extend-video", "3"])
-    assert trainer(work).load() and trainer(work).c.scheduler_config["prediction_type"] == "epsilon"
+    eps = trainer(work)
+    assert eps.load() and eps.c.scheduler_config["prediction_type"] == "epsilon"
     trainer(work).run(minutes=5, extend=("video", 50), image_every=4, high_noise_weight=10.0, v_zero_snr=True,
                       position_aux=0.1, argv=["--extend-video", "50", "--v-zero-snr", "--position-aux", "0.1"])
     logged = (work / "train.log").read_text().splitlines()[-3]
@@ -87,9 +88,11 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     assert loaded.scheduler_config["prediction_type"] == "v_prediction"
 
 
-def test_v_zero_snr_is_a_sitting_option():
-    with pytest.raises(SystemExit):
-        train_toy.main(["--work", "/nonexistent-run", "--v-zero-snr"])
+def test_v_zero_snr_is_a_sitting_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_toy.main(["--work", str(tmp_path / "run"), "--v-zero-snr"])
+    assert exc.value.code == 2 and "give it with --extend-video or --restart-diffusion" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # refused before any training
 
 
 def test_loss_weights_favour_high_noise_only_when_asked():
