@@ -88,6 +88,30 @@ def test_every_stage_runs_then_extensions_are_recorded_and_exported(tmp_path):
     assert loaded.scheduler_config["prediction_type"] == "v_prediction"
 
 
+def test_the_terminal_sitting_trains_a_v_model_at_pure_noise_on_moving_captions(tmp_path):
+    work = tmp_path / "run"
+    trainer(work, n_clips=12).run(minutes=5)
+    with pytest.raises(SystemExit, match="needs a model trained with --v-zero-snr"):
+        trainer(work).run(minutes=5, extend=("terminal", 2))
+    trainer(work).run(minutes=5, extend=("video", 2), v_zero_snr=True)
+    t = trainer(work)
+    t.load()
+    seen_t, seen_prompts = [], []
+    t.c.unet.register_forward_pre_hook(lambda _m, args: seen_t.extend(args[1].tolist()))
+    encode = t._encode
+    t._encode = lambda prompts: (seen_prompts.extend(prompts), encode(prompts))[1]
+    before = {k: v.clone() for k, v in t.c.unet.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in t.c.vae.state_dict().items()}
+    t.run(minutes=5, extend=("terminal", 3), argv=["--extend-terminal", "3"])
+    assert t.state["stage"] == "done" and "terminal done" in (work / "train.log").read_text()
+    assert seen_t and set(seen_t) == {999}
+    labels = [train_toy.Trainer._direction_label(p) for p in seen_prompts]
+    assert len(seen_prompts) == 3 and all(lab >= 0 and "still" not in p for lab, p in zip(labels, seen_prompts))
+    assert any(not torch.equal(v, t.c.unet.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, t.c.vae.state_dict()[k]) for k, v in vae_before.items())
+    assert t.history[-1]["argv"] == ["--extend-terminal", "3"] and t.history[-1]["from"]["stage"] == "terminal"
+
+
 def test_v_zero_snr_is_a_sitting_option(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         train_toy.main(["--work", str(tmp_path / "run"), "--v-zero-snr"])
