@@ -240,9 +240,14 @@ class Trainer:
                 self.log(f"decoder step {self.state['step']}/{total} loss {loss.item():.5f}")
                 self.save(opt)
         vae.eval().requires_grad_(False)
+        self._end_extension("decoder", total, opt)
+
+    def _end_extension(self, stage: str, total: int, opt) -> None:
+        """A finished extension sitting leaves the run "done"; one cut short keeps its
+        optimizer in the checkpoint, to resume where it stopped."""
         if self.state["step"] >= total:
             self.state = self._next_state("done")
-            self.log("decoder done")
+            self.log(f"{stage} done")
             self.save()
         else:
             self.save(opt)
@@ -305,12 +310,7 @@ class Trainer:
                 self.save(opt)
         unet.eval().requires_grad_(False)
         text.eval().requires_grad_(False)
-        if self.state["step"] >= total:
-            self.state = self._next_state("done")
-            self.log("terminal done")
-            self.save()
-        else:
-            self.save(opt)
+        self._end_extension("terminal", total, opt)
 
     @property
     def data_path(self) -> Path:
