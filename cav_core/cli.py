@@ -140,7 +140,7 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
     tlora = train_temporal_lora(
         handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
         seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=_checkpoint_dir(args, out),
-        resume=args.resume)
+        resume=args.resume, min_timestep=args.min_timestep)
     written = save_adapter(out, tlora, overwrite=args.overwrite)
     _drop_default_checkpoint(args, out)
     print(f"wrote {written} (T-LoRA rank {args.rank}, {tlora.lora.num_params:,} parameters, "
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--absorber", type=Path, default=None, help="absorber .safetensors from train-absorber")
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--min-timestep", type=int, default=None,
+                   help="train only on noise levels from this timestep up (default: see README 'Training defaults')")
     p = sub.add_parser("generate", parents=[common, size], help="sample a video (T-LoRAs and spatial LoRAs applied)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")

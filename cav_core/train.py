@@ -47,7 +47,7 @@ class TrainingError(CavError):
 # Defaults, chosen on the toy model (see README "Training defaults").
 ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4,
                          crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
-TEMPORAL_DEFAULTS = dict(steps=300, rank=4, alpha=4.0, lr=1e-3, min_timestep=0)
+TEMPORAL_DEFAULTS = dict(steps=1000, rank=4, alpha=4.0, lr=2e-3, min_timestep=300)
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
@@ -286,6 +286,14 @@ def _check_lr(lr: float, label: str) -> float:
     return float(lr)
 
 
+def _check_min_timestep(handle: ModelHandle, t: int) -> int:
+    n = int(handle.base.scheduler_config.get("num_train_timesteps", 1000))
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n:
+        raise InputError(f"min_timestep must be an integer in 0..{n - 1} (this model trains on {n} timesteps), "
+                         f"got {t!r}; 0 trains on every noise level")
+    return t
+
+
 def _fingerprint(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -405,12 +413,18 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         progress: ProgressFn | None = None, validation_prompt: str | None = None,
                         validate_every: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                         resume: bool = False, alpha: float | None = None, validation_steps: int = 20,
-                        validation_guidance: float = 7.5) -> AdapterFile:
-    """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen."""
+                        validation_guidance: float = 7.5, min_timestep: int | None = None) -> AdapterFile:
+    """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
+
+    ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
+    at high noise (where the layout forms); the low-noise steps mostly refine the reference's
+    appearance, which the T-LoRA should not learn (README "Training defaults").
+    """
     d = TEMPORAL_DEFAULTS
     caption = _check_caption(caption, "caption")
     steps = _check_steps(d["steps"] if steps is None else steps)
     lr = _check_lr(d["lr"] if lr is None else lr, "learning rate")
+    min_timestep = _check_min_timestep(handle, d["min_timestep"] if min_timestep is None else min_timestep)
     if not isinstance(rank, int) or not 1 <= rank <= 256:
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha)
@@ -429,7 +443,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     cond = text_embeddings(work, [text])  # frozen: once
     absorber_id = _fingerprint(*(absorber.lora.tensors[k] for k in sorted(absorber.lora.tensors))) \
         if absorber is not None and absorber.lora is not None else ""
-    fingerprint = _fingerprint("temporal", c.model_id, text, steps, rank, alpha, lr, seed, frames, absorber_id,
+    fingerprint = _fingerprint("temporal", c.model_id, text, steps, rank, alpha, lr, seed, min_timestep, frames,
+                               absorber_id,
                                absorber.tokens.embeddings if absorber is not None and absorber.tokens is not None
                                else None)
 
@@ -453,9 +468,10 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         job = TrainJob("temporal", unet, [{"params": params, "lr": lr}], batch, steps, c.scheduler_config, seed,
                        fingerprint, progress, _as_dir(checkpoint_dir), resume=resume, validate=validate,
                        validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)),
-                       min_timestep=int(d["min_timestep"]))
+                       min_timestep=min_timestep)
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
+                "min_timestep": min_timestep,
                 "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
                 "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(frames.shape[0])}
         lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)

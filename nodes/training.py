@@ -8,7 +8,7 @@ from ._io import CATEGORY, Adapter, T2VModel, io
 
 # Widget defaults: cav_core.train.ABSORBER_DEFAULTS / TEMPORAL_DEFAULTS (a test keeps them equal).
 ABSORBER = dict(steps=200, rank=1, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4, crop_range=(0.5, 1.0))
-TEMPORAL = dict(steps=300, rank=4, lr=1e-3)
+TEMPORAL = dict(steps=1000, rank=4, lr=2e-3, min_timestep=300)
 ABSORBER_KINDS = ["both", "lora", "ti"]
 
 
@@ -99,6 +99,9 @@ class TrainTemporalLoRA(io.ComfyNode):
                 io.Int.Input("rank", default=TEMPORAL["rank"], min=1, max=256,
                              tooltip="T-LoRA rank (the paper uses 4: ~0.8M parameters on ModelScope)."),
                 _seed(),
+                io.Int.Input("min_timestep", default=TEMPORAL["min_timestep"], min=0, max=999, optional=True,
+                             tooltip="Train only on noise levels from this timestep up (0: all). Motion is "
+                                     "decided at high noise; low noise mostly holds the reference's look."),
                 Adapter.Input("absorber", optional=True,
                               tooltip="Optional appearance absorber (from Train Appearance Absorber, or a spatial "
                                       "LoRA loaded with Load T-LoRA / Absorber)."),
@@ -113,13 +116,13 @@ class TrainTemporalLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, frames, caption, steps, lr, rank, seed, absorber=None, validation_prompt="",
-                validate_every=0) -> io.NodeOutput:
+    def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=None, absorber=None,
+                validation_prompt="", validate_every=0) -> io.NodeOutput:
         from cav_core.train import train_temporal_lora
 
         with bridge.autograd_enabled():
             tlora = train_temporal_lora(
                 model, frames.clone(), caption, absorber=absorber, steps=steps, rank=rank, lr=lr, seed=seed,
                 validation_prompt=validation_prompt.strip() or None, validate_every=validate_every or None,
-                progress=bridge.progress("TrainTemporalLoRA"))
+                progress=bridge.progress("TrainTemporalLoRA"), min_timestep=min_timestep)
         return io.NodeOutput(tlora)

@@ -157,6 +157,23 @@ def test_bad_temporal_inputs(tiny, frames, absorber):
                            info=absorber.info)
     with pytest.raises(InputError, match="trained on model someone-else"):
         train.train_temporal_lora(tiny, frames, FULL, absorber=other)
+    for bad in (-1, 1000, 2.5, True):
+        with pytest.raises(InputError, match=r"min_timestep must be an integer in 0\.\.999"):
+            train.train_temporal_lora(tiny, frames, FULL, min_timestep=bad)
+
+
+def test_min_timestep_keeps_the_temporal_stage_on_high_noise(tiny, frames, monkeypatch):
+    from diffusers import UNet3DConditionModel
+
+    seen: list[int] = []
+    real = UNet3DConditionModel.forward
+    monkeypatch.setattr(UNet3DConditionModel, "forward",
+                        lambda self, x, t, *a, **k: seen.append(int(t.min())) or real(self, x, t, *a, **k))
+    t = train.train_temporal_lora(tiny, frames, FULL, steps=8, rank=2, min_timestep=900)
+    assert len(seen) == 8 and min(seen) >= 900 and t.info["min_timestep"] == 900
+    seen.clear()
+    train.train_temporal_lora(tiny, frames, FULL, steps=8, rank=2, min_timestep=0)
+    assert min(seen) < 900  # 8 uniform draws over 0..999 all >= 900: p = 1e-8 (the draw is seeded anyway)
 
 
 def test_validation_previews_reach_progress(tiny, frames):

@@ -154,7 +154,7 @@ class Workflow:
 TOY_APPEARANCE = "a red circle on a black background"
 TOY_FULL = "a red circle moving in a circle on a black background"
 TOY_TARGET = "a green square moving in a circle on a gray background"
-TOY_STEPS = {"absorber": 200, "temporal": 300, "sample": 25}  # cav_core defaults; about 1 min on 2 free CPU cores
+TOY_STEPS = {"absorber": 200, "temporal": 1000, "sample": 25}  # cav_core defaults; about 3 min on 2 free CPU cores
 
 
 def _video_out(w: Workflow, frames_src: tuple[int, int], x: int, y: int, prefix: str, fps: float = 8.0) -> None:
