@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--init-blend", type=float, default=0.0,
                     help="also start from the reference's DDIM-inverted latents with this blend (0: off)")
     ap.add_argument("--model", help="model folder (default: the embedded toy model)")
+    ap.add_argument("--every-step", action="store_true",
+                    help="also sample each T-LoRA on every step, not only on the noise levels it trained on")
     args = ap.parse_args()
 
     from cav_core.data import load_video_clip
@@ -78,6 +80,10 @@ def main() -> None:
         t2 = time.time()
         rows.append((f"T-LoRA, absorber {kind}", evaluate(handle.with_lora(tlora.lora), meta, args.seeds,
                                                           args.sample_steps, args.cfg), t1 - t0, t2 - t1))
+        if args.every_step:
+            # the same T-LoRA also on the low-noise steps it never trained on
+            rows.append(("  ...applied on every step", evaluate(handle.with_lora(tlora.lora, min_timestep=0), meta,
+                                                               args.seeds, args.sample_steps, args.cfg), 0.0, 0.0))
 
     if args.init_blend > 0:
         from cav_core.sample import invert_video

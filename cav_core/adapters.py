@@ -160,9 +160,74 @@ def _set_strengths(unet: nn.Module, strengths: Mapping[str, float]) -> None:
                 p.requires_grad_(False)
 
 
+class LoraSwitch:
+    """Frozen LoRAs attached to a UNet for one call (see :func:`switchable_loras`).
+
+    ``set_active`` turns single LoRAs off and on again between forwards: the sampler uses it
+    to apply a LoRA only on the noise levels it was trained on."""
+
+    def __init__(self, unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]], merge: bool) -> None:
+        self.unet, self.loras, self.merge = unet, list(loras), merge
+        self.active = [True] * len(self.loras)
+        self._saved: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+        self._names: list[str] = []
+
+    def _attach(self) -> None:
+        if self.merge:
+            with torch.no_grad():
+                for m in {m for lora, _ in self.loras for m in lora.modules}:
+                    layer = self.unet.get_submodule(m)
+                    self._saved[m] = (layer, layer.weight.detach().clone())
+            self._merge()
+        else:
+            for i, (lora, _) in enumerate(self.loras):
+                self._names.append(f"cav{i}_{lora.role}")
+                _inject(self.unet, lora, self._names[-1])
+            _set_strengths(self.unet, dict(zip(self._names, (s for _, s in self.loras))))
+
+    def _merge(self) -> None:
+        # Every active adapter's delta is summed in fp32 first, so fp16 weights are rounded once,
+        # and added to the saved base weight, so switching never accumulates rounding error.
+        deltas: dict[str, torch.Tensor] = {}
+        for (lora, strength), on in zip(self.loras, self.active):
+            if not on:
+                continue
+            for m in lora.modules:
+                d = lora.delta(m) * float(strength)
+                deltas[m] = deltas[m] + d if m in deltas else d
+        with torch.no_grad():
+            for m, (layer, base) in self._saved.items():
+                w = layer.weight
+                if m in deltas:
+                    w.copy_((base.float() + deltas[m].to(w.device)).to(w.dtype))
+                else:
+                    w.copy_(base)
+
+    def set_active(self, active: Sequence[bool]) -> None:
+        active = [bool(a) for a in active]
+        if len(active) != len(self.loras):
+            raise AdapterError(f"set_active needs {len(self.loras)} flags, got {len(active)}")
+        if active == self.active:
+            return
+        self.active = active
+        if self.merge:
+            self._merge()
+        else:
+            for _, layer in lora_layers(self.unet):
+                for name, (_, strength), on in zip(self._names, self.loras, active):
+                    if name in layer.lora_A:
+                        layer.set_scale(name, float(strength) if on else 0.0)
+
+    def _detach(self) -> None:
+        remove_all_loras(self.unet)
+        with torch.no_grad():
+            for layer, weight in self._saved.values():
+                layer.weight.copy_(weight)
+
+
 @contextlib.contextmanager
-def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
-                   merge: bool = False) -> Iterator[nn.Module]:
+def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
+                     merge: bool = False) -> Iterator[LoraSwitch]:
     """Attach frozen LoRAs (each with a strength) to ``unet`` for the block, then remove them.
 
     Strength scales the LoRA's delta: 0 is off, negative and > 1 are allowed.
@@ -179,34 +244,20 @@ def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
         check_fits(unet, lora, label=f"LoRA #{i + 1} ({lora.role})")
     if lora_layers(unet):
         raise AdapterError("the UNet already carries LoRA layers; nested attach is not supported")
-    saved: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+    switch = LoraSwitch(unet, loras, merge)
     try:
-        if merge:
-            # Sum every adapter's delta in fp32 first, so fp16 weights are rounded once.
-            deltas: dict[str, torch.Tensor] = {}
-            for lora, strength in loras:
-                for m in lora.modules:
-                    d = lora.delta(m) * float(strength)
-                    deltas[m] = deltas[m] + d if m in deltas else d
-            with torch.no_grad():
-                for m, d in deltas.items():
-                    layer = unet.get_submodule(m)
-                    w = layer.weight
-                    saved[m] = (layer, w.detach().clone())
-                    w.copy_((w.float() + d.to(w.device)).to(w.dtype))
-        else:
-            names = {}
-            for i, (lora, strength) in enumerate(loras):
-                name = f"cav{i}_{lora.role}"
-                _inject(unet, lora, name)
-                names[name] = strength
-            _set_strengths(unet, names)
-        yield unet
+        switch._attach()
+        yield switch
     finally:
-        remove_all_loras(unet)
-        with torch.no_grad():
-            for layer, weight in saved.values():
-                layer.weight.copy_(weight)
+        switch._detach()
+
+
+@contextlib.contextmanager
+def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
+                   merge: bool = False) -> Iterator[nn.Module]:
+    """:func:`switchable_loras` with every LoRA on for the whole block; yields the UNet."""
+    with switchable_loras(unet, loras, merge=merge) as switch:
+        yield switch.unet
 
 
 def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .adapter_files import TokenEmbeddings
-from .adapters import LoraWeights, attached_loras
+from .adapters import LoraWeights, switchable_loras
 from .errors import InputError, ModelLoadError
 from .layers import bypass_temporal
 
@@ -309,9 +309,23 @@ def _diffusers_version() -> str:
 
 @dataclass(frozen=True, eq=False)
 class AppliedLora:
+    """A LoRA on a handle. ``min_timestep``: the sampler applies it only on noise levels from
+    this timestep up (0: every step)."""
+
     lora: LoraWeights
     strength: float
     name: str = ""
+    min_timestep: int = 0
+
+
+def trained_min_timestep(lora: LoraWeights) -> int:
+    """The lowest timestep ``lora`` was trained on (``info['min_timestep']``; 0 if not recorded).
+
+    A T-LoRA trained only on t >= 300 never saw the low-noise steps, and applied there it
+    shifts the sample's colors (README "Training defaults"), so by default it is applied
+    only where it was trained."""
+    t = lora.info.get("min_timestep", 0) if isinstance(lora.info, Mapping) else 0
+    return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,10 +341,20 @@ class ModelHandle:
     bypass_temporal: bool = False
     extras: Mapping[str, Any] = field(default_factory=dict)
 
-    def with_lora(self, lora: LoraWeights, strength: float = 1.0, name: str = "") -> "ModelHandle":
+    def with_lora(self, lora: LoraWeights, strength: float = 1.0, name: str = "",
+                  min_timestep: int | None = None) -> "ModelHandle":
+        """``min_timestep``: apply the LoRA only on noise levels from this timestep up when
+        sampling; None takes the one it was trained from (:func:`trained_min_timestep`)."""
         if not isinstance(strength, (int, float)) or strength != strength or abs(strength) > 100:
             raise InputError(f"LoRA strength must be a finite number in [-100, 100], got {strength!r}")
-        return dataclasses.replace(self, loras=self.loras + (AppliedLora(lora, float(strength), name),))
+        if min_timestep is None:
+            min_timestep = trained_min_timestep(lora)
+        n = int(self.base.scheduler_config.get("num_train_timesteps", 1000))
+        if isinstance(min_timestep, bool) or not isinstance(min_timestep, int) or not 0 <= min_timestep < n:
+            raise InputError(f"the LoRA's min_timestep must be an integer in 0..{n - 1} (0: apply it on every "
+                             f"step), got {min_timestep!r}")
+        applied = AppliedLora(lora, float(strength), name, min_timestep)
+        return dataclasses.replace(self, loras=self.loras + (applied,))
 
     def with_tokens(self, tokens: TokenEmbeddings) -> "ModelHandle":
         clash = set(tokens.tokens) & {t for te in self.tokens for t in te.tokens}
@@ -352,7 +376,8 @@ class ModelHandle:
         lines = [self.base.describe()]
         for a in self.loras:
             lines.append(f"lora       {a.name or a.lora.role}: {a.lora.role}, {len(a.lora.modules)} modules, "
-                         f"rank {sorted(a.lora.ranks)}, strength {a.strength:g}")
+                         f"rank {sorted(a.lora.ranks)}, strength {a.strength:g}"
+                         + (f", on t >= {a.min_timestep}" if a.min_timestep else ""))
         for te in self.tokens:
             lines.append(f"tokens     {' '.join(te.tokens)}")
         if self.bypass_temporal:
@@ -361,11 +386,23 @@ class ModelHandle:
 
     @contextlib.contextmanager
     def applied(self, merge: bool = False, extra_loras: tuple[AppliedLora, ...] = ()) -> Iterator[nn.Module]:
-        """The UNet with this handle's LoRAs attached and bypass set, for one call.
+        """The UNet with this handle's LoRAs attached (all of them, on every timestep) and
+        bypass set, for one call.
 
         ``merge`` folds the LoRAs into the weights (sampling with fixed strengths);
         on exit the base is restored bit-exactly."""
-        loras = [(a.lora, a.strength) for a in self.loras + extra_loras if a.strength != 0.0]
-        with attached_loras(self.base.unet, loras, merge=merge), \
+        with self.applied_by_timestep(merge, extra_loras) as (unet, _):
+            yield unet
+
+    @contextlib.contextmanager
+    def applied_by_timestep(self, merge: bool = False, extra_loras: tuple[AppliedLora, ...] = ()
+                            ) -> Iterator[tuple[nn.Module, Callable[[Any], None]]]:
+        """:meth:`applied`, plus ``at_timestep(t)`` for a sampler to call before each step:
+        it switches off the LoRAs whose ``min_timestep`` is above ``t`` (and on again)."""
+        loras = [a for a in self.loras + extra_loras if a.strength != 0.0]
+        with switchable_loras(self.base.unet, [(a.lora, a.strength) for a in loras], merge=merge) as switch, \
                 bypass_temporal(self.base.unet, enabled=self.bypass_temporal):
-            yield self.base.unet
+            def at_timestep(t: Any) -> None:
+                switch.set_active([int(t) >= a.min_timestep for a in loras])
+
+            yield switch.unet, at_timestep

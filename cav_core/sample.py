@@ -145,11 +145,13 @@ def _predict(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tens
 @torch.no_grad()
 def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None,
             latents: torch.Tensor, steps: int, guidance_scale: float, scheduler: str = "ddim",
-            seed: int = 0, progress: ProgressFn | None = None, preview: bool = False) -> torch.Tensor:
+            seed: int = 0, progress: ProgressFn | None = None, preview: bool = False,
+            before_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Run the scheduler from start ``latents`` (unit-variance noise scale) to clean latents.
 
     ``unet`` is the UNet with whatever adapters the caller attached; ``cond``/``uncond``
-    are per-sample text embeddings. Ancestral schedulers draw from a CPU generator."""
+    are per-sample text embeddings. Ancestral schedulers draw from a CPU generator.
+    ``before_step(t)`` runs before each step (the handle's per-timestep LoRA switch)."""
     sched = make_scheduler(scheduler, components.scheduler_config)
     sched.set_timesteps(int(steps))
     dev = next(unet.parameters()).device
@@ -160,6 +162,8 @@ def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, unco
     kwargs = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
     t0 = time.time()
     for i, t in enumerate(sched.timesteps):
+        if before_step is not None:
+            before_step(t)
         inp = sched.scale_model_input(x, t)
         eps = _predict(unet, inp, t.to(dev), cond, uncond, guidance_scale)
         out = sched.step(eps, t, x, **kwargs)
@@ -206,14 +210,16 @@ def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_fr
         noise = blend_latents(init.expand(batch_size, *shape), noise, init_blend)
     cond = text_embeddings(handle, [prompt] * batch_size)
     uncond = text_embeddings(handle, [negative_prompt] * batch_size) if guidance_scale != 1.0 else None
-    with handle.applied(merge=merge) as unet:
-        latents = denoise(c, unet, cond, uncond, noise, steps, guidance_scale, scheduler, seed, progress, preview)
+    with handle.applied_by_timestep(merge=merge) as (unet, at_timestep):
+        latents = denoise(c, unet, cond, uncond, noise, steps, guidance_scale, scheduler, seed, progress, preview,
+                          before_step=at_timestep)
     return latents if return_latents else decode_latents(c, latents)
 
 
 @torch.no_grad()
 def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Tensor, cond: torch.Tensor,
-                   steps: int, progress: ProgressFn | None = None) -> torch.Tensor:
+                   steps: int, progress: ProgressFn | None = None,
+                   before_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """DDIM inversion of clean latents to the noise that DDIM with ``steps`` maps back to them."""
     from diffusers import DDIMInverseScheduler
 
@@ -225,6 +231,8 @@ def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Te
     cond = cond.to(dev, next(unet.parameters()).dtype)
     t0 = time.time()
     for i, t in enumerate(inv.timesteps):
+        if before_step is not None:
+            before_step(t)
         eps = _predict(unet, x, t.to(dev), cond, None, 1.0)
         x = inv.step(eps, t, x).prev_sample
         if progress is not None:
@@ -243,5 +251,5 @@ def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: 
     latent_size(c, frames.shape[1], frames.shape[2])
     latents = encode_frames(c, frames)
     cond = text_embeddings(handle, [prompt])
-    with handle.applied(merge=True) as unet:
-        return invert_latents(c, unet, latents, cond, steps, progress)
+    with handle.applied_by_timestep(merge=True) as (unet, at_timestep):
+        return invert_latents(c, unet, latents, cond, steps, progress, before_step=at_timestep)

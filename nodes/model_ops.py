@@ -12,9 +12,10 @@ def _strength(default: float = 1.0) -> object:
                           tooltip="Scales the LoRA's effect: 0 = off, 1 = as trained; values above 1 exaggerate.")
 
 
-def apply_adapter(handle, adapter, strength: float, name: str):
+def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int | None = None):
     """``handle`` + the adapter's LoRA at ``strength`` (+ its tokens), checked against the model
-    now so a misfit is reported at this node and not later in the sampler."""
+    now so a misfit is reported at this node and not later in the sampler. ``min_timestep``
+    None: the LoRA is applied on the noise levels it was trained on."""
     from cav_core.adapters import check_fits
 
     if adapter.lora is not None:
@@ -26,7 +27,7 @@ def apply_adapter(handle, adapter, strength: float, name: str):
         return handle.with_adapter(adapter, strength)
     new = handle
     if adapter.lora is not None:
-        new = new.with_lora(adapter.lora, strength, name)
+        new = new.with_lora(adapter.lora, strength, name, min_timestep=min_timestep)
     if adapter.tokens is not None:
         new = new.with_tokens(adapter.tokens)
     return new
@@ -46,18 +47,23 @@ class ApplyTemporalLoRA(io.ComfyNode):
                 Adapter.Input("temporal_lora", tooltip="A T-LoRA from Train Temporal LoRA or Load T-LoRA / "
                                                        "Absorber."),
                 _strength(),
+                io.Int.Input("min_timestep", default=-1, min=-1, max=999, optional=True,
+                             tooltip="Apply the T-LoRA only on sampling steps at this timestep or above. -1: "
+                                     "where it was trained (its min_timestep; applying it on the low-noise "
+                                     "steps it never saw shifts colors); 0: on every step."),
             ],
             outputs=[T2VModel.Output(display_name="model", tooltip="A new handle with the T-LoRA applied.")],
         )
 
     @classmethod
-    def execute(cls, model, temporal_lora, strength) -> io.NodeOutput:
+    def execute(cls, model, temporal_lora, strength, min_timestep=-1) -> io.NodeOutput:
         from cav_core.errors import InputError
 
         if temporal_lora.lora is None or temporal_lora.lora.role != "temporal":
             raise InputError(f"Apply Temporal LoRA got a {temporal_lora.kind}, not a T-LoRA; spatial LoRAs go "
                              f"through Apply Spatial LoRA, absorbers into Train Temporal LoRA")
-        return io.NodeOutput(apply_adapter(model, temporal_lora, strength, "T-LoRA"))
+        gate = None if min_timestep is None or min_timestep < 0 else int(min_timestep)
+        return io.NodeOutput(apply_adapter(model, temporal_lora, strength, "T-LoRA", min_timestep=gate))
 
 
 class ApplySpatialLoRA(io.ComfyNode):

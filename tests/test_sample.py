@@ -131,3 +131,57 @@ def test_textual_inversion_tokens_change_only_their_positions(tiny):
     assert not torch.allclose(with_tokens[0, 2], plain[0, 2])
     with pytest.raises(InputError, match="already applied"):
         h.with_tokens(te)
+
+
+
+def _lora_trace(handle, lora, **kw):
+    """Per sampling step: (timestep, whether the LoRA's first module carries its delta then)."""
+    name = lora.modules[0]
+    linear = handle.base.unet.get_submodule(name)
+    probe = torch.randn(3, linear.in_features, generator=torch.Generator().manual_seed(0))
+    base_out = linear(probe).detach()
+    trace = []
+    orig = sample._predict
+
+    def spy(unet, x, t, *a):
+        with torch.no_grad():  # the module as it is now: a merged Linear or a peft wrapper
+            trace.append((int(t), not torch.allclose(unet.get_submodule(name)(probe), base_out)))
+        return orig(unet, x, t, *a)
+
+    sample._predict = spy
+    try:
+        _lat(handle, steps=6, **kw)
+    finally:
+        sample._predict = orig
+    assert len(trace) == 6
+    return trace
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_a_lora_is_applied_only_from_its_min_timestep_up(tiny, merge):
+    before = {k: v.clone() for k, v in tiny.base.unet.state_dict().items()}
+    lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=4)
+    trace = _lora_trace(tiny.with_lora(lora, 1.0, min_timestep=500), lora, merge=merge)
+    assert [on for _, on in trace] == [t >= 500 for t, _ in trace]
+    assert any(on for _, on in trace) and not all(on for _, on in trace)
+    # without a gate (an adapter with no recorded min_timestep): on at every step
+    assert all(on for _, on in _lora_trace(tiny.with_lora(lora, 1.0), lora, merge=merge))
+    # gated off on every step: exactly the base model's sample
+    top = max(t for t, _ in trace)
+    assert top < 999
+    assert torch.equal(_lat(tiny.with_lora(lora, 1.0, min_timestep=top + 1), steps=6, merge=merge),
+                       _lat(tiny, steps=6))
+    after = tiny.base.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_min_timestep_defaults_to_what_the_lora_was_trained_on(tiny):
+    lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=5)
+    trained = LoraWeights(role="temporal", tensors=lora.tensors, alphas=lora.alphas, info={"min_timestep": 300})
+    assert tiny.with_lora(trained).loras[-1].min_timestep == 300
+    assert tiny.with_lora(trained, min_timestep=0).loras[-1].min_timestep == 0
+    assert tiny.with_lora(lora).loras[-1].min_timestep == 0
+    assert "on t >= 300" in tiny.with_lora(trained).describe()
+    for bad in (-1, 1000, 2.5, True, "300"):
+        with pytest.raises(InputError, match="min_timestep"):
+            tiny.with_lora(lora, min_timestep=bad)

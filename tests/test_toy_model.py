@@ -26,8 +26,8 @@ def test_folder_has_the_real_layout_and_is_small(toy):
 
 
 def test_text_conditions_the_samples(toy):
-    """A regression floor under the figures benchmarks/toy_quality.py reports (v4: color 88%,
-    shape 56% over 112 prompts; v3 had 91% and 76%). Chance is 1/7 for color, 1/3 for
+    """A regression floor under the figures benchmarks/toy_quality.py reports (v5: color 92%,
+    shape 76% over 112 prompts; v4 had 88% and 56%). Chance is 1/7 for color, 1/3 for
     shape and 1/2 for background, so a model that ignores its prompt fails this."""
     from cav_core.toyworld import spec
 
@@ -51,8 +51,8 @@ def test_seeds_give_different_samples(toy):
 
 
 def test_direction_word_sets_the_motion_and_still_stays_still(toy):
-    """A regression floor under what v4 learned (benchmarks/toy_quality.py: direction
-    100%, 'still' 80%). The same seeds serve every word, so a model whose start noise
+    """A regression floor under what v4 and v5 learned (benchmarks/toy_quality.py:
+    direction 100%, 'still' 80% / 93%). The same seeds serve every word, so a model whose start noise
     picks the way along an axis (as v3's did: 51.5%, 1 of 12 same-seed pairs opposite) gets
     at most about half of the moving words right (v3: 9/15 here); chance is about 1/8."""
     hits, n = 0, 0
