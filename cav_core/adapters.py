@@ -172,7 +172,7 @@ class LoraSwitch:
         self._saved: dict[str, tuple[nn.Module, torch.Tensor]] = {}
         self._names: list[str] = []
 
-    def _attach(self) -> None:
+    def attach(self) -> None:
         if self.merge:
             with torch.no_grad():
                 for m in {m for lora, _ in self.loras for m in lora.modules}:
@@ -218,7 +218,7 @@ class LoraSwitch:
                     if name in layer.lora_A:
                         layer.set_scale(name, float(strength) if on else 0.0)
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
         remove_all_loras(self.unet)
         with torch.no_grad():
             for layer, weight in self._saved.values():
@@ -246,10 +246,10 @@ def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]]
         raise AdapterError("the UNet already carries LoRA layers; nested attach is not supported")
     switch = LoraSwitch(unet, loras, merge)
     try:
-        switch._attach()
+        switch.attach()
         yield switch
     finally:
-        switch._detach()
+        switch.detach()
 
 
 @contextlib.contextmanager

@@ -318,6 +318,15 @@ class AppliedLora:
     min_timestep: int = 0
 
 
+def check_min_timestep(components: T2VComponents, t: Any, what: str = "min_timestep") -> int:
+    """``t`` as a lowest timestep of ``components``' schedule (training floor or LoRA gate)."""
+    n = int(components.scheduler_config.get("num_train_timesteps", 1000))
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n:
+        raise InputError(f"{what} must be an integer in 0..{n - 1} (this model has {n} timesteps), got {t!r}; "
+                         f"0 means every noise level")
+    return t
+
+
 def trained_min_timestep(lora: LoraWeights) -> int:
     """The lowest timestep ``lora`` was trained on (``info['min_timestep']``; 0 if not recorded).
 
@@ -347,13 +356,9 @@ class ModelHandle:
         sampling; None takes the one it was trained from (:func:`trained_min_timestep`)."""
         if not isinstance(strength, (int, float)) or strength != strength or abs(strength) > 100:
             raise InputError(f"LoRA strength must be a finite number in [-100, 100], got {strength!r}")
-        if min_timestep is None:
-            min_timestep = trained_min_timestep(lora)
-        n = int(self.base.scheduler_config.get("num_train_timesteps", 1000))
-        if isinstance(min_timestep, bool) or not isinstance(min_timestep, int) or not 0 <= min_timestep < n:
-            raise InputError(f"the LoRA's min_timestep must be an integer in 0..{n - 1} (0: apply it on every "
-                             f"step), got {min_timestep!r}")
-        applied = AppliedLora(lora, float(strength), name, min_timestep)
+        gate = check_min_timestep(self.base, trained_min_timestep(lora) if min_timestep is None else min_timestep,
+                                  "the LoRA's min_timestep")
+        applied = AppliedLora(lora, float(strength), name, gate)
         return dataclasses.replace(self, loras=self.loras + (applied,))
 
     def with_tokens(self, tokens: TokenEmbeddings) -> "ModelHandle":

@@ -35,7 +35,7 @@ from .adapters import add_trainable_lora, extract_lora
 from .device_guard import check_training_memory
 from .errors import CavError, InputError
 from .fileutil import atomic_write
-from .model import ModelHandle
+from .model import ModelHandle, check_min_timestep
 from .sample import ProgressFn, decode_latents, denoise, encode_frames, latent_size, seed_noise, text_embeddings
 from .textual_inversion import default_init_word, encode_text, init_embeddings, placeholder_names, with_placeholders
 
@@ -286,14 +286,6 @@ def _check_lr(lr: float, label: str) -> float:
     return float(lr)
 
 
-def _check_min_timestep(handle: ModelHandle, t: int) -> int:
-    n = int(handle.base.scheduler_config.get("num_train_timesteps", 1000))
-    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n:
-        raise InputError(f"min_timestep must be an integer in 0..{n - 1} (this model trains on {n} timesteps), "
-                         f"got {t!r}; 0 trains on every noise level")
-    return t
-
-
 def _fingerprint(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -424,7 +416,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     caption = _check_caption(caption, "caption")
     steps = _check_steps(d["steps"] if steps is None else steps)
     lr = _check_lr(d["lr"] if lr is None else lr, "learning rate")
-    min_timestep = _check_min_timestep(handle, d["min_timestep"] if min_timestep is None else min_timestep)
+    min_timestep = check_min_timestep(handle.base, d["min_timestep"] if min_timestep is None else min_timestep)
     if not isinstance(rank, int) or not 1 <= rank <= 256:
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha)
