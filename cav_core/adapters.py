@@ -213,10 +213,8 @@ class LoraSwitch:
         if self.merge:
             self._merge()
         else:
-            for _, layer in lora_layers(self.unet):
-                for name, (_, strength), on in zip(self._names, self.loras, active):
-                    if name in layer.lora_A:
-                        layer.set_scale(name, float(strength) if on else 0.0)
+            _set_strengths(self.unet, {name: (strength if on else 0.0)
+                                       for name, (_, strength), on in zip(self._names, self.loras, active)})
 
     def detach(self) -> None:
         remove_all_loras(self.unet)

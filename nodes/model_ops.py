@@ -23,8 +23,6 @@ def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int
     if adapter.base_model and adapter.base_model != handle.model_id:
         bridge.log.warning("Customize-A-Video: %s was trained on %s, applying it to %s", name,
                            adapter.base_model, handle.model_id)
-    if hasattr(handle, "with_adapter"):
-        return handle.with_adapter(adapter, strength)
     new = handle
     if adapter.lora is not None:
         new = new.with_lora(adapter.lora, strength, name, min_timestep=min_timestep)
