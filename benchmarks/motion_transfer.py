@@ -6,7 +6,7 @@ another color, shape and background over several seeds, and measure with the toy
 measures: motion fidelity of generated vs reference tracks, prompt-color accuracy,
 reference-color leakage, and diversity across seeds (start-position spread).
 
-    python benchmarks/motion_transfer.py [--clip circle] [--seeds 8] [--absorbers none,lora,ti,both]
+    python benchmarks/motion_transfer.py [--clip circle] [--seeds 16] [--absorbers none,lora,ti,both]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float, init=None, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clip", default="circle")
-    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=16, help="samples per row; the 8 prompts repeat with new seeds")
     ap.add_argument("--absorbers", default="none,lora,ti,both")
     ap.add_argument("--steps", type=int, default=None, help="T-LoRA steps (default: the library default)")
     ap.add_argument("--sample-steps", type=int, default=25)
@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--model", help="model folder (default: the embedded toy model)")
     ap.add_argument("--every-step", action="store_true",
                     help="also sample each T-LoRA on every step, not only on the noise levels it trained on")
+    ap.add_argument("--both-branches", action="store_true",
+                    help="also sample each T-LoRA in both guidance branches on every step it acts on (not on "
+                         "the prompt's branch alone at high noise)")
     args = ap.parse_args()
 
     from cav_core.data import load_video_clip
@@ -84,6 +87,10 @@ def main() -> None:
             # the same T-LoRA also on the low-noise steps it never trained on
             rows.append(("  ...applied on every step", evaluate(handle.with_lora(tlora.lora, min_timestep=0), meta,
                                                                args.seeds, args.sample_steps, args.cfg), 0.0, 0.0))
+        if args.both_branches:
+            rows.append(("  ...in both branches", evaluate(handle.with_lora(tlora.lora, cond_only_from=handle.base.num_train_timesteps),
+                                                          meta,
+                                                          args.seeds, args.sample_steps, args.cfg), 0.0, 0.0))
 
     if args.init_blend > 0:
         from cav_core.sample import invert_video

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .adapter_files import TokenEmbeddings
-from .adapters import LoraWeights, switchable_loras
+from .adapters import LoraSwitch, LoraWeights, switchable_loras
 from .errors import InputError, ModelLoadError
 from .layers import bypass_temporal
 
@@ -123,6 +123,10 @@ class T2VComponents:
     @property
     def latent_channels(self) -> int:
         return int(self.unet.config.in_channels)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
 
     def describe(self) -> str:
         def n_params(m: nn.Module) -> str:
@@ -310,20 +314,24 @@ def _diffusers_version() -> str:
 @dataclass(frozen=True, eq=False)
 class AppliedLora:
     """A LoRA on a handle. ``min_timestep``: the sampler applies it only on noise levels from
-    this timestep up (0: every step)."""
+    this timestep up (0: every step). ``cond_only_from``: on steps from this timestep up it
+    acts on the prompt's branch of classifier-free guidance only (None: never)."""
 
     lora: LoraWeights
     strength: float
     name: str = ""
     min_timestep: int = 0
+    cond_only_from: int | None = None
 
 
-def check_min_timestep(components: T2VComponents, t: Any, what: str = "min_timestep") -> int:
-    """``t`` as a lowest timestep of ``components``' schedule (training floor or LoRA gate)."""
-    n = int(components.scheduler_config.get("num_train_timesteps", 1000))
-    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n:
-        raise InputError(f"{what} must be an integer in 0..{n - 1} (this model has {n} timesteps), got {t!r}; "
-                         f"0 means every noise level")
+def check_min_timestep(components: T2VComponents, t: Any, what: str = "min_timestep", allow_end: bool = False) -> int:
+    """``t`` as a lowest timestep of ``components``' schedule (training floor or LoRA gate);
+    ``allow_end`` also accepts the schedule's length, i.e. no timestep at all."""
+    n = components.num_train_timesteps
+    top = n if allow_end else n - 1
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= top:
+        raise InputError(f"{what} must be an integer in 0..{top} (this model has {n} timesteps), got {t!r}; "
+                         f"0 means every noise level" + (f", {n} none" if allow_end else ""))
     return t
 
 
@@ -335,6 +343,42 @@ def trained_min_timestep(lora: LoraWeights) -> int:
     only where it was trained."""
     t = lora.info.get("min_timestep", 0) if isinstance(lora.info, Mapping) else 0
     return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
+
+
+#: T-LoRAs act on the prompt's branch only from this fraction of the schedule up (default of
+#: ``with_lora``). Guidance then compares "prompt + learned motion" with the plain model's
+#: unconditional prediction and so amplifies the motion where the layout forms; on the toy
+#: model this raised motion fidelity on every bundled clip at the same prompt-color accuracy
+#: (README "Sampling with a T-LoRA").
+TEMPORAL_COND_ONLY_FRACTION = 0.6
+
+
+def default_cond_only_from(components: T2VComponents, lora: LoraWeights) -> int | None:
+    """Where ``lora`` starts acting on the prompt's branch only, by default: T-LoRAs from 60%
+    of the schedule up, other LoRAs (styles, absorbers) never."""
+    if lora.role != "temporal":
+        return None
+    return round(TEMPORAL_COND_ONLY_FRACTION * components.num_train_timesteps)
+
+
+class StepLoras:
+    """Which of a handle's LoRAs act on a sampling step and guidance branch; made by
+    :meth:`ModelHandle.applied_by_timestep` for the sampler."""
+
+    def __init__(self, switch: LoraSwitch, loras: Sequence[AppliedLora]) -> None:
+        self.switch, self.loras = switch, list(loras)
+
+    def splits(self, t: Any) -> bool:
+        """Whether the two guidance branches need different LoRAs at timestep ``t`` (the
+        sampler then runs them as two forwards instead of one batch)."""
+        t = int(t)
+        return any(a.cond_only_from is not None and t >= max(a.cond_only_from, a.min_timestep) for a in self.loras)
+
+    def select(self, t: Any, uncond: bool = False) -> None:
+        """Switch on the LoRAs that act at ``t`` (on the unconditional branch if ``uncond``)."""
+        t = int(t)
+        self.switch.set_active([t >= a.min_timestep and not (uncond and a.cond_only_from is not None
+                                                             and t >= a.cond_only_from) for a in self.loras])
 
 
 @dataclass(frozen=True, eq=False)
@@ -351,14 +395,22 @@ class ModelHandle:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def with_lora(self, lora: LoraWeights, strength: float = 1.0, name: str = "",
-                  min_timestep: int | None = None) -> "ModelHandle":
+                  min_timestep: int | None = None, cond_only_from: int | None = None) -> "ModelHandle":
         """``min_timestep``: apply the LoRA only on noise levels from this timestep up when
-        sampling; None takes the one it was trained from (:func:`trained_min_timestep`)."""
+        sampling; None takes the one it was trained from (:func:`trained_min_timestep`).
+        ``cond_only_from``: from this timestep up, apply it to the prompt's guidance branch
+        only; the schedule's length (1000) means never; None takes
+        :func:`default_cond_only_from`."""
         if not isinstance(strength, (int, float)) or strength != strength or abs(strength) > 100:
             raise InputError(f"LoRA strength must be a finite number in [-100, 100], got {strength!r}")
         gate = check_min_timestep(self.base, trained_min_timestep(lora) if min_timestep is None else min_timestep,
                                   "the LoRA's min_timestep")
-        applied = AppliedLora(lora, float(strength), name, gate)
+        if cond_only_from is None:
+            cond_only = default_cond_only_from(self.base, lora)
+        else:
+            cond_only = check_min_timestep(self.base, cond_only_from, "the LoRA's cond_only_from", allow_end=True)
+            cond_only = None if cond_only == self.base.num_train_timesteps else cond_only
+        applied = AppliedLora(lora, float(strength), name, gate, cond_only)
         return dataclasses.replace(self, loras=self.loras + (applied,))
 
     def with_tokens(self, tokens: TokenEmbeddings) -> "ModelHandle":
@@ -382,7 +434,8 @@ class ModelHandle:
         for a in self.loras:
             lines.append(f"lora       {a.name or a.lora.role}: {a.lora.role}, {len(a.lora.modules)} modules, "
                          f"rank {sorted(a.lora.ranks)}, strength {a.strength:g}"
-                         + (f", on t >= {a.min_timestep}" if a.min_timestep else ""))
+                         + (f", on t >= {a.min_timestep}" if a.min_timestep else "")
+                         + (f", prompt branch only on t >= {a.cond_only_from}" if a.cond_only_from is not None else ""))
         for te in self.tokens:
             lines.append(f"tokens     {' '.join(te.tokens)}")
         if self.bypass_temporal:
@@ -401,13 +454,10 @@ class ModelHandle:
 
     @contextlib.contextmanager
     def applied_by_timestep(self, merge: bool = False, extra_loras: tuple[AppliedLora, ...] = ()
-                            ) -> Iterator[tuple[nn.Module, Callable[[Any], None]]]:
-        """:meth:`applied`, plus ``at_timestep(t)`` for a sampler to call before each step:
-        it switches off the LoRAs whose ``min_timestep`` is above ``t`` (and on again)."""
+                            ) -> Iterator[tuple[nn.Module, StepLoras]]:
+        """:meth:`applied`, plus a :class:`StepLoras` for a sampler to select, before each
+        forward, the LoRAs that act on that step and guidance branch."""
         loras = [a for a in self.loras + extra_loras if a.strength != 0.0]
         with switchable_loras(self.base.unet, [(a.lora, a.strength) for a in loras], merge=merge) as switch, \
                 bypass_temporal(self.base.unet, enabled=self.bypass_temporal):
-            def at_timestep(t: Any) -> None:
-                switch.set_active([int(t) >= a.min_timestep for a in loras])
-
-            yield switch.unet, at_timestep
+            yield switch.unet, StepLoras(switch, loras)

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from .errors import InputError
-from .model import ModelHandle, T2VComponents
+from .model import ModelHandle, StepLoras, T2VComponents
 from .textual_inversion import encode_text
 
 ProgressFn = Callable[[int, int, dict], None]
@@ -133,12 +133,25 @@ def decode_latents(components: T2VComponents, latents: torch.Tensor, chunk: int 
 # --------------------------------------------------------------------------- the loop
 
 def _predict(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-             uncond: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+             uncond: torch.Tensor | None, guidance_scale: float, loras: StepLoras | None = None) -> torch.Tensor:
+    """Guided noise prediction at ``t``; ``loras`` selects the handle's LoRAs for the step, and
+    where the two guidance branches need different LoRAs they run as two forwards."""
     dt = next(unet.parameters()).dtype
+
+    def forward(inp: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return unet(inp.to(dt), t, encoder_hidden_states=text).sample.float()
+
+    if uncond is not None and loras is not None and loras.splits(t):
+        loras.select(t, uncond=True)
+        eps_u = forward(x, uncond)
+        loras.select(t)
+        eps_c = forward(x, cond)
+        return eps_u + guidance_scale * (eps_c - eps_u)
+    if loras is not None:
+        loras.select(t)
     if uncond is None:
-        return unet(x.to(dt), t, encoder_hidden_states=cond).sample.float()
-    both = unet(torch.cat([x, x]).to(dt), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
-    eps_u, eps_c = both.chunk(2)
+        return forward(x, cond)
+    eps_u, eps_c = forward(torch.cat([x, x]), torch.cat([uncond, cond])).chunk(2)
     return eps_u + guidance_scale * (eps_c - eps_u)
 
 
@@ -146,12 +159,12 @@ def _predict(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tens
 def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None,
             latents: torch.Tensor, steps: int, guidance_scale: float, scheduler: str = "ddim",
             seed: int = 0, progress: ProgressFn | None = None, preview: bool = False,
-            before_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+            loras: StepLoras | None = None) -> torch.Tensor:
     """Run the scheduler from start ``latents`` (unit-variance noise scale) to clean latents.
 
     ``unet`` is the UNet with whatever adapters the caller attached; ``cond``/``uncond``
     are per-sample text embeddings. Ancestral schedulers draw from a CPU generator.
-    ``before_step(t)`` runs before each step (the handle's per-timestep LoRA switch)."""
+    ``loras`` (from :meth:`ModelHandle.applied_by_timestep`) picks the LoRAs of each step."""
     sched = make_scheduler(scheduler, components.scheduler_config)
     sched.set_timesteps(int(steps))
     dev = next(unet.parameters()).device
@@ -162,10 +175,8 @@ def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, unco
     kwargs = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
     t0 = time.time()
     for i, t in enumerate(sched.timesteps):
-        if before_step is not None:
-            before_step(t)
         inp = sched.scale_model_input(x, t)
-        eps = _predict(unet, inp, t.to(dev), cond, uncond, guidance_scale)
+        eps = _predict(unet, inp, t.to(dev), cond, uncond, guidance_scale, loras)
         out = sched.step(eps, t, x, **kwargs)
         x = out.prev_sample
         if progress is not None:
@@ -210,16 +221,16 @@ def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_fr
         noise = blend_latents(init.expand(batch_size, *shape), noise, init_blend)
     cond = text_embeddings(handle, [prompt] * batch_size)
     uncond = text_embeddings(handle, [negative_prompt] * batch_size) if guidance_scale != 1.0 else None
-    with handle.applied_by_timestep(merge=merge) as (unet, at_timestep):
+    with handle.applied_by_timestep(merge=merge) as (unet, loras):
         latents = denoise(c, unet, cond, uncond, noise, steps, guidance_scale, scheduler, seed, progress, preview,
-                          before_step=at_timestep)
+                          loras=loras)
     return latents if return_latents else decode_latents(c, latents)
 
 
 @torch.no_grad()
 def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Tensor, cond: torch.Tensor,
                    steps: int, progress: ProgressFn | None = None,
-                   before_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+                   loras: StepLoras | None = None) -> torch.Tensor:
     """DDIM inversion of clean latents to the noise that DDIM with ``steps`` maps back to them."""
     from diffusers import DDIMInverseScheduler
 
@@ -231,9 +242,7 @@ def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Te
     cond = cond.to(dev, next(unet.parameters()).dtype)
     t0 = time.time()
     for i, t in enumerate(inv.timesteps):
-        if before_step is not None:
-            before_step(t)
-        eps = _predict(unet, x, t.to(dev), cond, None, 1.0)
+        eps = _predict(unet, x, t.to(dev), cond, None, 1.0, loras)
         x = inv.step(eps, t, x).prev_sample
         if progress is not None:
             progress(i + 1, len(inv.timesteps),
@@ -251,5 +260,5 @@ def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: 
     latent_size(c, frames.shape[1], frames.shape[2])
     latents = encode_frames(c, frames)
     cond = text_embeddings(handle, [prompt])
-    with handle.applied_by_timestep(merge=True) as (unet, at_timestep):
-        return invert_latents(c, unet, latents, cond, steps, progress, before_step=at_timestep)
+    with handle.applied_by_timestep(merge=True) as (unet, loras):
+        return invert_latents(c, unet, latents, cond, steps, progress, loras=loras)

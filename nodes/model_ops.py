@@ -12,10 +12,12 @@ def _strength(default: float = 1.0) -> object:
                           tooltip="Scales the LoRA's effect: 0 = off, 1 = as trained; values above 1 exaggerate.")
 
 
-def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int | None = None):
+def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int | None = None,
+                  cond_only_from: int | None = None):
     """``handle`` + the adapter's LoRA at ``strength`` (+ its tokens), checked against the model
     now so a misfit is reported at this node and not later in the sampler. ``min_timestep``
-    None: the LoRA is applied on the noise levels it was trained on."""
+    None: the LoRA is applied on the noise levels it was trained on; ``cond_only_from`` None:
+    the library's default for its kind."""
     from cav_core.adapters import check_fits
 
     if adapter.lora is not None:
@@ -25,7 +27,7 @@ def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int
                            adapter.base_model, handle.model_id)
     new = handle
     if adapter.lora is not None:
-        new = new.with_lora(adapter.lora, strength, name, min_timestep=min_timestep)
+        new = new.with_lora(adapter.lora, strength, name, min_timestep=min_timestep, cond_only_from=cond_only_from)
     if adapter.tokens is not None:
         new = new.with_tokens(adapter.tokens)
     return new
@@ -49,19 +51,27 @@ class ApplyTemporalLoRA(io.ComfyNode):
                              tooltip="Apply the T-LoRA only on sampling steps at this timestep or above. -1: "
                                      "where it was trained (its min_timestep; applying it on the low-noise "
                                      "steps it never saw shifts colors); 0: on every step."),
+                io.Int.Input("cond_only_from", default=-1, min=-1, max=1000, optional=True,
+                             tooltip="On steps at this timestep or above, apply the T-LoRA to the prompt's side of "
+                                     "classifier-free guidance only, so guidance strengthens the motion. -1: the "
+                                     "default (600, i.e. the noisiest 40% of the schedule); 1000: never (both "
+                                     "sides on every step it is applied)."),
             ],
             outputs=[T2VModel.Output(display_name="model", tooltip="A new handle with the T-LoRA applied.")],
         )
 
     @classmethod
-    def execute(cls, model, temporal_lora, strength, min_timestep=-1) -> io.NodeOutput:
+    def execute(cls, model, temporal_lora, strength, min_timestep=-1, cond_only_from=-1) -> io.NodeOutput:
         from cav_core.errors import InputError
 
         if temporal_lora.lora is None or temporal_lora.lora.role != "temporal":
             raise InputError(f"Apply Temporal LoRA got a {temporal_lora.kind}, not a T-LoRA; spatial LoRAs go "
                              f"through Apply Spatial LoRA, absorbers into Train Temporal LoRA")
-        gate = None if min_timestep is None or min_timestep < 0 else int(min_timestep)
-        return io.NodeOutput(apply_adapter(model, temporal_lora, strength, "T-LoRA", min_timestep=gate))
+        def as_set(v: int | None) -> int | None:  # -1 (or an unconnected input): the library default
+            return None if v is None or v < 0 else int(v)
+
+        return io.NodeOutput(apply_adapter(model, temporal_lora, strength, "T-LoRA", min_timestep=as_set(min_timestep),
+                                           cond_only_from=as_set(cond_only_from)))
 
 
 class ApplySpatialLoRA(io.ComfyNode):

@@ -43,7 +43,7 @@ EXPECTED = {
                            "validate_every": "INT"},
                           ["CAV_ADAPTER"]),
     "ApplyTemporalLoRA": ({"model": "CAV_T2V_MODEL", "temporal_lora": "CAV_ADAPTER", "strength": "FLOAT"},
-                          {"min_timestep": "INT"},
+                          {"min_timestep": "INT", "cond_only_from": "INT"},
                           ["CAV_T2V_MODEL"]),
     "ApplySpatialLoRA": ({"model": "CAV_T2V_MODEL", "lora_name": "COMBO", "strength": "FLOAT"}, {},
                          ["CAV_T2V_MODEL"]),

@@ -332,6 +332,11 @@ def test_apply_nodes_return_new_handles_and_leave_the_input_alone(model, trained
     (m4,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0, min_timestep=0)
     (m5,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0, min_timestep=-1)
     assert m4.loras[0].min_timestep == 0 and m5.loras[0].min_timestep == m1.loras[0].min_timestep
+    # the prompt-branch-only range: library default, a set timestep, never
+    (m6,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0, cond_only_from=800)
+    (m7,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0, cond_only_from=1000)
+    assert m1.loras[0].cond_only_from == 600 and m6.loras[0].cond_only_from == 800
+    assert m7.loras[0].cond_only_from is None
     (b,) = run("BypassTemporalLayers", model=m1, enabled=True)
     assert b.bypass_temporal and not m1.bypass_temporal and b.loras == m1.loras
     from cav_core.errors import CavError

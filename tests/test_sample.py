@@ -134,43 +134,87 @@ def test_textual_inversion_tokens_change_only_their_positions(tiny):
 
 
 
-def _lora_trace(handle, lora, **kw):
-    """Per sampling step: (timestep, whether the LoRA's first module carries its delta then)."""
+def _forward_trace(handle, lora, **kw):
+    """Per UNet forward while sampling: (timestep, batch size, whether the LoRA's first module
+    carries its delta then)."""
     name = lora.modules[0]
     linear = handle.base.unet.get_submodule(name)
     probe = torch.randn(3, linear.in_features, generator=torch.Generator().manual_seed(0))
     base_out = linear(probe).detach()
     trace = []
-    orig = sample._predict
 
-    def spy(unet, x, t, *a):
+    def spy(unet, args, kwargs):
         with torch.no_grad():  # the module as it is now: a merged Linear or a peft wrapper
-            trace.append((int(t), not torch.allclose(unet.get_submodule(name)(probe), base_out)))
-        return orig(unet, x, t, *a)
+            on = not torch.allclose(unet.get_submodule(name)(probe), base_out)
+        trace.append((int(args[1]), args[0].shape[0], on))
 
-    sample._predict = spy
+    hook = handle.base.unet.register_forward_pre_hook(spy, with_kwargs=True)
     try:
         _lat(handle, steps=6, **kw)
     finally:
-        sample._predict = orig
-    assert len(trace) == 6
+        hook.remove()
     return trace
+
+
+def _lora_trace(handle, lora, **kw):
+    """Per sampling step: (timestep, whether the LoRA's first module carries its delta then)."""
+    trace = _forward_trace(handle, lora, **kw)
+    assert len(trace) == 6 and all(b == 2 for _, b, _ in trace)  # one forward per step, both branches batched
+    return [(t, on) for t, _, on in trace]
 
 
 @pytest.mark.parametrize("merge", [True, False])
 def test_a_lora_is_applied_only_from_its_min_timestep_up(tiny, merge):
     before = {k: v.clone() for k, v in tiny.base.unet.state_dict().items()}
     lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=4)
-    trace = _lora_trace(tiny.with_lora(lora, 1.0, min_timestep=500), lora, merge=merge)
+    trace = _lora_trace(tiny.with_lora(lora, 1.0, min_timestep=500, cond_only_from=1000), lora, merge=merge)
     assert [on for _, on in trace] == [t >= 500 for t, _ in trace]
     assert any(on for _, on in trace) and not all(on for _, on in trace)
     # without a gate (an adapter with no recorded min_timestep): on at every step
-    assert all(on for _, on in _lora_trace(tiny.with_lora(lora, 1.0), lora, merge=merge))
+    assert all(on for _, on in _lora_trace(tiny.with_lora(lora, 1.0, cond_only_from=1000), lora, merge=merge))
     # gated off on every step: exactly the base model's sample
     top = max(t for t, _ in trace)
     assert top < 999
-    assert torch.equal(_lat(tiny.with_lora(lora, 1.0, min_timestep=top + 1), steps=6, merge=merge),
-                       _lat(tiny, steps=6))
+    assert torch.equal(_lat(tiny.with_lora(lora, 1.0, min_timestep=top + 1, cond_only_from=1000), steps=6,
+                            merge=merge), _lat(tiny, steps=6))
+    after = tiny.base.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_a_cond_only_lora_is_left_out_of_the_unconditional_branch(tiny, merge):
+    before = {k: v.clone() for k, v in tiny.base.unet.state_dict().items()}
+    lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=6)
+    trace = _forward_trace(tiny.with_lora(lora, 1.0, min_timestep=300, cond_only_from=600), lora, merge=merge)
+    steps = []
+    for t, b, on in trace:  # regroup the forwards by step
+        if steps and steps[-1][0] == t and b == 1:
+            steps[-1][1].append((b, on))
+        else:
+            steps.append((t, [(b, on)]))
+    assert len(steps) == 6
+    for t, forwards in steps:
+        if t >= 600:  # unconditional alone without the LoRA, then the prompt's branch with it
+            assert forwards == [(1, False), (1, True)], (t, forwards)
+        else:  # one batched forward; the LoRA in both branches or in neither
+            assert forwards == [(2, t >= 300)], (t, forwards)
+    assert {t >= 600 for t, _ in steps} == {True, False} and any(300 <= t < 600 for t, _ in steps)
+    # what the split computes: eps_u(no LoRA) + g * (eps_c(LoRA) - eps_u(no LoRA))
+    split = _lat(tiny.with_lora(lora, 1.0, min_timestep=0, cond_only_from=0), steps=2, merge=merge)
+    assert not torch.equal(split, _lat(tiny.with_lora(lora, 1.0, min_timestep=0, cond_only_from=1000), steps=2,
+                                       merge=merge))
+    unet = tiny.base.unet
+    sched = sample.make_scheduler("ddim", tiny.base.scheduler_config)
+    sched.set_timesteps(2)
+    x = sample.seed_noise(0, tuple(split.shape[1:]))[None] * sched.init_noise_sigma
+    cond, uncond = sample.text_embeddings(tiny, [PROMPT]), sample.text_embeddings(tiny, [""])
+    with torch.no_grad():
+        for t in sched.timesteps:
+            eps_u = unet(x, t, encoder_hidden_states=uncond).sample
+            with tiny.with_lora(lora, 1.0).applied(merge=merge) as u:
+                eps_c = u(x, t, encoder_hidden_states=cond).sample
+            x = sched.step(eps_u + 7.5 * (eps_c - eps_u), t, x).prev_sample
+    assert torch.allclose(split, x, atol=1e-5)
     after = tiny.base.unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -185,3 +229,17 @@ def test_min_timestep_defaults_to_what_the_lora_was_trained_on(tiny):
     for bad in (-1, 1000, 2.5, True, "300"):
         with pytest.raises(InputError, match="min_timestep"):
             tiny.with_lora(lora, min_timestep=bad)
+
+
+def test_t_loras_act_on_the_prompt_branch_only_at_high_noise_by_default(tiny):
+    lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=5)
+    style = LoraWeights(role="spatial", tensors={}, alphas={})
+    assert tiny.with_lora(lora).loras[-1].cond_only_from == 600  # 60% of this model's 1000 timesteps
+    assert tiny.with_lora(style).loras[-1].cond_only_from is None
+    assert tiny.with_lora(lora, cond_only_from=0).loras[-1].cond_only_from == 0
+    assert tiny.with_lora(lora, cond_only_from=1000).loras[-1].cond_only_from is None  # the end: never
+    assert "prompt branch only on t >= 600" in tiny.with_lora(lora).describe()
+    assert "prompt branch" not in tiny.with_lora(lora, cond_only_from=1000).describe()
+    for bad in (-1, 1001, 2.5, True, "600"):
+        with pytest.raises(InputError, match=r"cond_only_from must be an integer in 0\.\.1000"):
+            tiny.with_lora(lora, cond_only_from=bad)
