@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--model", help="model folder (default: the embedded toy model)")
     ap.add_argument("--every-step", action="store_true",
                     help="also sample each T-LoRA on every step, not only on the noise levels it trained on")
+    ap.add_argument("--also-from", type=int, default=None, metavar="T",
+                    help="also sample each T-LoRA applied only on steps from timestep T up (its min_timestep)")
     ap.add_argument("--both-branches", action="store_true",
                     help="also sample each T-LoRA in both guidance branches on every step it acts on (not on "
                          "the prompt's branch alone at high noise)")
@@ -87,10 +89,14 @@ def main() -> None:
             # the same T-LoRA also on the low-noise steps it never trained on
             rows.append(("  ...applied on every step", evaluate(handle.with_lora(tlora.lora, min_timestep=0), meta,
                                                                args.seeds, args.sample_steps, args.cfg), 0.0, 0.0))
+        if args.also_from is not None:
+            later = handle.with_lora(tlora.lora, min_timestep=args.also_from)
+            rows.append((f"  ...only on t >= {args.also_from}", evaluate(later, meta, args.seeds, args.sample_steps,
+                                                                          args.cfg), 0.0, 0.0))
         if args.both_branches:
-            rows.append(("  ...in both branches", evaluate(handle.with_lora(tlora.lora, cond_only_from=handle.base.num_train_timesteps),
-                                                          meta,
-                                                          args.seeds, args.sample_steps, args.cfg), 0.0, 0.0))
+            both = handle.with_lora(tlora.lora, cond_only_from=handle.base.num_train_timesteps)
+            rows.append(("  ...in both branches", evaluate(both, meta, args.seeds, args.sample_steps, args.cfg),
+                         0.0, 0.0))
 
     if args.init_blend > 0:
         from cav_core.sample import invert_video

@@ -16,8 +16,7 @@ def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int
                   cond_only_from: int | None = None):
     """``handle`` + the adapter's LoRA at ``strength`` (+ its tokens), checked against the model
     now so a misfit is reported at this node and not later in the sampler. ``min_timestep``
-    None: the LoRA is applied on the noise levels it was trained on; ``cond_only_from`` None:
-    the library's default for its kind."""
+    and ``cond_only_from`` None: the library's defaults for the LoRA's kind."""
     from cav_core.adapters import check_fits
 
     if adapter.lora is not None:
@@ -48,9 +47,10 @@ class ApplyTemporalLoRA(io.ComfyNode):
                                                        "Absorber."),
                 _strength(),
                 io.Int.Input("min_timestep", default=-1, min=-1, max=999, optional=True,
-                             tooltip="Apply the T-LoRA only on sampling steps at this timestep or above. -1: "
-                                     "where it was trained (its min_timestep; applying it on the low-noise "
-                                     "steps it never saw shifts colors); 0: on every step."),
+                             tooltip="Apply the T-LoRA only on sampling steps at this timestep or above. -1: the "
+                                     "default, 600 (or where it was trained, if higher), which keeps the prompt's "
+                                     "colors; lower values (down to its training floor, e.g. 300) give somewhat "
+                                     "stronger motion but let the reference's look leak in; 0: every step."),
                 io.Int.Input("cond_only_from", default=-1, min=-1, max=1000, optional=True,
                              tooltip="On steps at this timestep or above, apply the T-LoRA to the prompt's side of "
                                      "classifier-free guidance only, so guidance strengthens the motion. -1: the "
@@ -67,6 +67,7 @@ class ApplyTemporalLoRA(io.ComfyNode):
         if temporal_lora.lora is None or temporal_lora.lora.role != "temporal":
             raise InputError(f"Apply Temporal LoRA got a {temporal_lora.kind}, not a T-LoRA; spatial LoRAs go "
                              f"through Apply Spatial LoRA, absorbers into Train Temporal LoRA")
+
         def as_set(v: int | None) -> int | None:  # -1 (or an unconnected input): the library default
             return None if v is None or v < 0 else int(v)
 

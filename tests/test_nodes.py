@@ -327,8 +327,8 @@ def test_apply_nodes_return_new_handles_and_leave_the_input_alone(model, trained
     assert model.loras == () and len(m1.loras) == 1 and len(m2.loras) == 2
     assert m1.loras[0].strength == 1.0 and m3.loras[0].strength == 0.3 and m2.loras[1].strength == 0.5
     assert m2.base is model.base  # shared weights, no copy
-    # applied where it was trained unless the widget says otherwise
-    assert m1.loras[0].min_timestep == tlora.info["min_timestep"] > 0
+    # by default on the noisiest 40% of steps (above its training floor) unless the widget says otherwise
+    assert m1.loras[0].min_timestep == 600 > tlora.info["min_timestep"] > 0
     (m4,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0, min_timestep=0)
     (m5,) = run("ApplyTemporalLoRA", model=model, temporal_lora=tlora, strength=1.0, min_timestep=-1)
     assert m4.loras[0].min_timestep == 0 and m5.loras[0].min_timestep == m1.loras[0].min_timestep

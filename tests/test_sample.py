@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -170,8 +172,9 @@ def test_a_lora_is_applied_only_from_its_min_timestep_up(tiny, merge):
     trace = _lora_trace(tiny.with_lora(lora, 1.0, min_timestep=500, cond_only_from=1000), lora, merge=merge)
     assert [on for _, on in trace] == [t >= 500 for t, _ in trace]
     assert any(on for _, on in trace) and not all(on for _, on in trace)
-    # without a gate (an adapter with no recorded min_timestep): on at every step
-    assert all(on for _, on in _lora_trace(tiny.with_lora(lora, 1.0, cond_only_from=1000), lora, merge=merge))
+    # without a gate: on at every step
+    assert all(on for _, on in _lora_trace(tiny.with_lora(lora, 1.0, min_timestep=0, cond_only_from=1000), lora,
+                                           merge=merge))
     # gated off on every step: exactly the base model's sample
     top = max(t for t, _ in trace)
     assert top < 999
@@ -219,13 +222,15 @@ def test_a_cond_only_lora_is_left_out_of_the_unconditional_branch(tiny, merge):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_min_timestep_defaults_to_what_the_lora_was_trained_on(tiny):
+def test_a_lora_is_by_default_never_applied_below_its_training_floor(tiny):
     lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=5)
-    trained = LoraWeights(role="temporal", tensors=lora.tensors, alphas=lora.alphas, info={"min_timestep": 300})
-    assert tiny.with_lora(trained).loras[-1].min_timestep == 300
-    assert tiny.with_lora(trained, min_timestep=0).loras[-1].min_timestep == 0
-    assert tiny.with_lora(lora).loras[-1].min_timestep == 0
-    assert "on t >= 300" in tiny.with_lora(trained).describe()
+    spatial = LoraWeights(role="spatial", tensors=lora.tensors, alphas=lora.alphas, info={"min_timestep": 300})
+    assert tiny.with_lora(spatial).loras[-1].min_timestep == 300
+    assert tiny.with_lora(spatial, min_timestep=0).loras[-1].min_timestep == 0
+    assert tiny.with_lora(dataclasses.replace(spatial, info={})).loras[-1].min_timestep == 0
+    high = LoraWeights(role="temporal", tensors=lora.tensors, alphas=lora.alphas, info={"min_timestep": 800})
+    assert tiny.with_lora(high).loras[-1].min_timestep == 800  # above the T-LoRA default of 600
+    assert "on t >= 300" in tiny.with_lora(spatial).describe()
     for bad in (-1, 1000, 2.5, True, "300"):
         with pytest.raises(InputError, match="min_timestep"):
             tiny.with_lora(lora, min_timestep=bad)
@@ -233,8 +238,12 @@ def test_min_timestep_defaults_to_what_the_lora_was_trained_on(tiny):
 
 def test_t_loras_act_on_the_prompt_branch_only_at_high_noise_by_default(tiny):
     lora = _random_lora(tiny.base.unet, temporal_attention_modules(tiny.base.unet), 2, seed=5)
+    trained = dataclasses.replace(lora, info={"min_timestep": 300})
     style = LoraWeights(role="spatial", tensors={}, alphas={})
-    assert tiny.with_lora(lora).loras[-1].cond_only_from == 600  # 60% of this model's 1000 timesteps
+    for t_lora in (lora, trained):  # 60% of this model's 1000 timesteps, above the training floor
+        applied = tiny.with_lora(t_lora).loras[-1]
+        assert (applied.min_timestep, applied.cond_only_from) == (600, 600)
+    assert tiny.with_lora(trained, min_timestep=300).loras[-1].min_timestep == 300
     assert tiny.with_lora(style).loras[-1].cond_only_from is None
     assert tiny.with_lora(lora, cond_only_from=0).loras[-1].cond_only_from == 0
     assert tiny.with_lora(lora, cond_only_from=1000).loras[-1].cond_only_from is None  # the end: never
