@@ -378,13 +378,16 @@ class StepLoras:
         """Whether the two guidance branches need different LoRAs at timestep ``t`` (the
         sampler then runs them as two forwards instead of one batch)."""
         t = int(t)
-        return any(a.cond_only_from is not None and t >= max(a.cond_only_from, a.min_timestep) for a in self.loras)
+        return any(t >= a.min_timestep and _cond_only(a, t) for a in self.loras)
 
     def select(self, t: Any, uncond: bool = False) -> None:
         """Switch on the LoRAs that act at ``t`` (on the unconditional branch if ``uncond``)."""
         t = int(t)
-        self.switch.set_active([t >= a.min_timestep and not (uncond and a.cond_only_from is not None
-                                                             and t >= a.cond_only_from) for a in self.loras])
+        self.switch.set_active([t >= a.min_timestep and not (uncond and _cond_only(a, t)) for a in self.loras])
+
+
+def _cond_only(a: AppliedLora, t: int) -> bool:
+    return a.cond_only_from is not None and t >= a.cond_only_from
 
 
 @dataclass(frozen=True, eq=False)
