@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--both-branches", action="store_true",
                     help="also sample each T-LoRA in both guidance branches on every step it acts on (not on "
                          "the prompt's branch alone at high noise)")
+    ap.add_argument("--without-recolor", action="store_true",
+                    help="also train each T-LoRA on the clip alone, without its hue-rotated copies")
     args = ap.parse_args()
 
     from cav_core.data import load_video_clip
@@ -97,6 +99,13 @@ def main() -> None:
             both = handle.with_lora(tlora.lora, cond_only_from=handle.base.num_train_timesteps)
             rows.append(("  ...in both branches", evaluate(both, meta, args.seeds, args.sample_steps, args.cfg),
                          0.0, 0.0))
+        if args.without_recolor:
+            t3 = time.time()
+            plain = train_temporal_lora(handle, frames, meta["captions"]["full"], absorber=absorber,
+                                        steps=args.steps, seed=0, recolor=False)
+            rows.append(("  ...trained without recolor", evaluate(handle.with_lora(plain.lora), meta, args.seeds,
+                                                                 args.sample_steps, args.cfg), 0.0,
+                         time.time() - t3))
 
     if args.init_blend > 0:
         from cav_core.sample import invert_video

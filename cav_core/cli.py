@@ -140,7 +140,7 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
     tlora = train_temporal_lora(
         handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
         seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=_checkpoint_dir(args, out),
-        resume=args.resume, min_timestep=args.min_timestep)
+        resume=args.resume, min_timestep=args.min_timestep, recolor=args.recolor)
     written = save_adapter(out, tlora, overwrite=args.overwrite)
     _drop_default_checkpoint(args, out)
     print(f"wrote {written} (T-LoRA rank {args.rank}, {tlora.lora.num_params:,} parameters, "
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--min-timestep", type=int, default=None,
                    help="train only on noise levels from this timestep up (default: see README 'Training defaults')")
+    p.add_argument("--no-recolor", dest="recolor", action="store_false",
+                   help="train on the clip as it is, without its two hue-rotated, recaptioned copies")
     p = sub.add_parser("generate", parents=[common, size], help="sample a video (T-LoRAs and spatial LoRAs applied)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from .device_guard import check_training_memory
 from .errors import CavError, InputError
 from .fileutil import atomic_write
 from .model import ModelHandle, check_min_timestep
+from .recolor import hue_rotated_views, unrotatable_color
 from .sample import ProgressFn, decode_latents, denoise, encode_frames, latent_size, seed_noise, text_embeddings
 from .textual_inversion import default_init_word, encode_text, init_embeddings, placeholder_names, with_placeholders
 
@@ -47,7 +49,7 @@ class TrainingError(CavError):
 # Defaults, chosen on the toy model (see README "Training defaults").
 ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4,
                          crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
-TEMPORAL_DEFAULTS = dict(steps=1000, rank=4, alpha=4.0, lr=2e-3, min_timestep=300)
+TEMPORAL_DEFAULTS = dict(steps=1000, rank=4, alpha=4.0, lr=2e-3, min_timestep=300, recolor=True)
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
@@ -405,8 +407,15 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         progress: ProgressFn | None = None, validation_prompt: str | None = None,
                         validate_every: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                         resume: bool = False, alpha: float | None = None, validation_steps: int = 20,
-                        validation_guidance: float = 7.5, min_timestep: int | None = None) -> AdapterFile:
+                        validation_guidance: float = 7.5, min_timestep: int | None = None,
+                        recolor: bool | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
+
+    ``recolor``: train on the clip and its two hue rotations, each captioned with its colors
+    (:mod:`cav_core.recolor`), one of the three drawn per step, so that only the motion is
+    common to what the T-LoRA sees. The rotated views are captioned in plain words, without
+    an absorber's tokens (those stand for the reference's own look). Skipped, and recorded
+    in the file's info, when the caption names a color a rotation cannot rename.
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
@@ -420,6 +429,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     if not isinstance(rank, int) or not 1 <= rank <= 256:
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha)
+    recolor = bool(d["recolor"] if recolor is None else recolor)
     check_absorber(handle, absorber)
     frames = _prepare_frames(handle, frames)
     check_training_memory(handle.base, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
@@ -431,23 +441,31 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         if absorber.tokens is not None:
             work = work.with_tokens(absorber.tokens)
     text = _caption_for(absorber, caption)
-    latents = encode_frames(c, frames)  # (1, C, F, h, w), once
-    cond = text_embeddings(work, [text])  # frozen: once
+    views = hue_rotated_views(frames, caption) if recolor else [(frames, caption)]
+    texts = [text] + [t for _, t in views[1:]]
+    latents = [encode_frames(c, f) for f, _ in views]  # each (1, C, F, h, w), once
+    conds = [text_embeddings(work, [t]) for t in texts]  # frozen: once
+    skipped = unrotatable_color(caption) if recolor else None
+    if skipped:
+        warnings.warn(f"T-LoRA trained on the clip as it is, without hue-rotated copies: the caption names "
+                      f"{skipped!r}, which a hue rotation cannot rename (colors it can: red, green, blue, yellow, "
+                      f"cyan, magenta)", stacklevel=2)
     absorber_id = _fingerprint(*(absorber.lora.tensors[k] for k in sorted(absorber.lora.tensors))) \
         if absorber is not None and absorber.lora is not None else ""
-    fingerprint = _fingerprint("temporal", c.model_id, text, steps, rank, alpha, lr, seed, min_timestep, frames,
+    fingerprint = _fingerprint("temporal", c.model_id, texts, steps, rank, alpha, lr, seed, min_timestep, frames,
                                absorber_id,
                                absorber.tokens.embeddings if absorber is not None and absorber.tokens is not None
                                else None)
 
     def batch(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return latents, cond
+        i = int(torch.randint(0, len(latents), (1,), generator=g)) if len(latents) > 1 else 0
+        return latents[i], conds[i]
 
     validate = None
     if validation_prompt:
         v_cond = text_embeddings(handle, [validation_prompt])
         v_uncond = text_embeddings(handle, [""])
-        v_noise = seed_noise(seed, tuple(latents.shape[1:]))[None]
+        v_noise = seed_noise(seed, tuple(latents[0].shape[1:]))[None]
 
         def validate() -> torch.Tensor:
             out = denoise(c, job.unet, v_cond, v_uncond, v_noise, validation_steps, validation_guidance,
@@ -464,6 +482,9 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
                 "min_timestep": min_timestep,
+                "recolor": (f"off: the caption names {skipped!r}, which a hue rotation cannot rename" if skipped
+                            else "on" if recolor else "off"),
+                "trained_captions": texts,
                 "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
                 "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(frames.shape[0])}
         lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)

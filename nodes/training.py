@@ -8,7 +8,7 @@ from ._io import CATEGORY, Adapter, T2VModel, io
 
 # Widget defaults: cav_core.train.ABSORBER_DEFAULTS / TEMPORAL_DEFAULTS (a test keeps them equal).
 ABSORBER = dict(steps=200, rank=1, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4, crop_range=(0.5, 1.0))
-TEMPORAL = dict(steps=1000, rank=4, lr=2e-3, min_timestep=300)
+TEMPORAL = dict(steps=1000, rank=4, lr=2e-3, min_timestep=300, recolor=True)
 ABSORBER_KINDS = ["both", "lora", "ti"]
 
 
@@ -102,6 +102,11 @@ class TrainTemporalLoRA(io.ComfyNode):
                 io.Int.Input("min_timestep", default=TEMPORAL["min_timestep"], min=0, max=999, optional=True,
                              tooltip="Train only on noise levels from this timestep up (0: all). Motion is "
                                      "decided at high noise; low noise mostly holds the reference's look."),
+                io.Boolean.Input("recolor", default=TEMPORAL["recolor"], optional=True,
+                                 tooltip="Also train on two hue-rotated copies of the clip, with the caption's "
+                                         "color words rotated to match (red->green->blue), so the T-LoRA keeps "
+                                         "the motion and not the reference's colors. Off when the caption names "
+                                         "a color like orange or pink that a rotation cannot rename."),
                 Adapter.Input("absorber", optional=True,
                               tooltip="Optional appearance absorber (from Train Appearance Absorber, or a spatial "
                                       "LoRA loaded with Load T-LoRA / Absorber)."),
@@ -117,12 +122,13 @@ class TrainTemporalLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=None, absorber=None,
-                validation_prompt="", validate_every=0) -> io.NodeOutput:
+                validation_prompt="", validate_every=0, recolor=True) -> io.NodeOutput:
         from cav_core.train import train_temporal_lora
 
         with bridge.autograd_enabled():
             tlora = train_temporal_lora(
                 model, frames.clone(), caption, absorber=absorber, steps=steps, rank=rank, lr=lr, seed=seed,
                 validation_prompt=validation_prompt.strip() or None, validate_every=validate_every or None,
-                progress=bridge.progress("TrainTemporalLoRA"), min_timestep=min_timestep)
+                progress=bridge.progress("TrainTemporalLoRA"), min_timestep=min_timestep,
+                recolor=recolor)
         return io.NodeOutput(tlora)

@@ -30,10 +30,11 @@ def test_train_generate_invert_end_to_end(model_dir, tmp_path, capsys):
     assert run("train-absorber", *m, "--video", CLIP, "--prompt", "a red circle on a black background",
                "--out", a, "--steps", 2, "--kind", "lora") == 0
     assert run("train-temporal", *m, "--video", CLIP, "--prompt", "a red circle moving in a circle",
-               "--absorber", a, "--out", t, "--steps", 2) == 0
+               "--absorber", a, "--out", t, "--steps", 2, "--no-recolor") == 0
     out = capsys.readouterr().out
     assert f"wrote {t}" in out and "temporal step 2/2" in out
     assert load_adapter(t).kind == "temporal_lora" and load_adapter(a).kind == "absorber"
+    assert load_adapter(t).info["recolor"] == "off"
     assert not (tmp_path / "t.checkpoint").exists()  # the automatic checkpoint is dropped once saved
     inv = tmp_path / "inv.safetensors"
     assert run("invert", *m, "--video", CLIP, "--prompt", "a red circle", "--out", inv, "--steps", 2) == 0

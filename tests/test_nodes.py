@@ -302,6 +302,14 @@ def test_training_reports_progress_with_previews(fake_comfy, model, frames):
     assert fake_comfy["checks"] >= 2
 
 
+def test_the_recolor_input_reaches_training(fake_comfy, model, frames):
+    kw = dict(model=model, frames=frames, caption=FULL, steps=1, lr=1e-3, rank=2, seed=1)
+    (on,) = run("TrainTemporalLoRA", **kw)
+    (off,) = run("TrainTemporalLoRA", recolor=False, **kw)
+    assert on.info["recolor"] == "on" and len(on.info["trained_captions"]) == 3
+    assert off.info["recolor"] == "off" and off.info["trained_captions"] == [FULL]
+
+
 def test_cancel_stops_training_and_leaves_the_model_clean(fake_comfy, model, frames, comfy_root):
     from cav_core.adapters import lora_layers
 

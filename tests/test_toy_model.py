@@ -88,11 +88,11 @@ def test_inversion_reconstructs_the_clip(toy, clip):
 
 @pytest.mark.slow
 def test_t_lora_learns_a_held_out_motion(toy):
-    """Issue #5's goal (fidelity >= 0.8 with a new subject), on one prompt and 6 seeds. With the
-    defaults (1000 steps at 2e-3 on t >= 300; sampled on t >= 600, on the prompt's guidance
-    branch only) this passes on v5 (it failed before that sampling default), but the wider
-    benchmark is still under the goal: 0.72-0.77 over 8 prompts x 2 seeds, each seed either
-    replaying the circle (~0.9) or not (README "Training defaults")."""
+    """Issue #5's goal on one prompt of new color, shape and background, 6 seeds: fidelity
+    >= 0.8 and the prompt's color in >= 80% of samples. With the library defaults (1000
+    steps at 2e-3 on t >= 300, on the clip and its two hue rotations; sampled on t >= 600, on
+    the prompt's guidance branch only). The wider benchmark (8 prompts x 2 seeds, each absorber
+    kind) is `benchmarks/motion_transfer.py` (README "Training defaults")."""
     from cav_core.data import load_video_clip
     from cav_core.train import train_temporal_lora
 
@@ -101,11 +101,13 @@ def test_t_lora_learns_a_held_out_motion(toy):
     tlora = train_temporal_lora(toy, frames, meta["captions"]["full"], seed=0)
     ref = np.asarray(meta["centers"])
     h = toy.with_lora(tlora.lora)
-    fid = []
+    fid, colors = [], []
     for seed in range(6):
         clip = sample.generate(h, "a blue square moving in a circle on a gray background", seed=seed)[0].numpy()
         fid.append(measures.motion_fidelity(measures.centroid_track(clip), ref))
+        colors.append(measures.object_color(clip))
     assert np.mean(fid) >= 0.8, fid
+    assert colors.count("blue") >= 5, colors
 
 
 @pytest.mark.slow

@@ -176,6 +176,38 @@ def test_min_timestep_keeps_the_temporal_stage_on_high_noise(tiny, frames, monke
     assert min(seen) < 900  # 8 uniform draws over 0..999 all >= 900: p = 1e-8 (the draw is seeded anyway)
 
 
+def test_the_t_lora_trains_on_the_clip_and_its_hue_rotations_each_with_its_caption(tiny, frames, absorber,
+                                                                                    monkeypatch):
+    from cav_core.recolor import ROTATIONS, rotate_frames
+    from cav_core.sample import encode_frames, text_embeddings
+
+    jobs = []
+    real = train.run_training
+    monkeypatch.setattr(train, "run_training", lambda job: jobs.append(job) or real(job))
+    t = train.train_temporal_lora(tiny, frames, FULL, steps=2, rank=2)
+    want_captions = [FULL, "a blue circle moving in a circle on a black background",
+                     "a green circle moving in a circle on a black background"]
+    assert t.info["trained_captions"] == want_captions and t.info["recolor"] == "on"
+    want = [(encode_frames(tiny.base, f), text_embeddings(tiny, [c])) for f, c in
+            zip([frames] + [rotate_frames(frames, r) for r in ROTATIONS], want_captions)]
+    drawn = set()
+    for step in range(40):
+        x0, cond = jobs[0].batch(step, train._step_generator(0, step))
+        i = next(i for i, (w, c) in enumerate(want) if torch.allclose(x0, w) and torch.allclose(cond, c))
+        drawn.add(i)
+    assert drawn == {0, 1, 2}
+    # The absorber's tokens stand for the reference's look: only the unrotated view has them.
+    t = train.train_temporal_lora(tiny, frames, FULL, absorber=absorber, steps=1, rank=2)
+    assert t.info["trained_captions"][0].startswith("a <cav-0>") and t.info["trained_captions"][1:] == want_captions[1:]
+    off = train.train_temporal_lora(tiny, frames, FULL, steps=1, rank=2, recolor=False)
+    assert off.info["trained_captions"] == [FULL] and off.info["recolor"] == "off"
+    with pytest.warns(UserWarning, match="'orange'"):
+        orange = train.train_temporal_lora(tiny, frames, "an orange circle moving left", steps=1, rank=2)
+    assert len(orange.info["trained_captions"]) == 1 and "'orange'" in orange.info["recolor"]
+    x0, _ = jobs[-1].batch(0, train._step_generator(0, 0))
+    assert torch.allclose(x0, want[0][0])
+
+
 def test_validation_previews_reach_progress(tiny, frames):
     previews = []
     train.train_temporal_lora(tiny, frames, FULL, steps=2, validation_prompt="a blue square", validate_every=1,

@@ -1,0 +1,72 @@
+"""Hue-rotated copies of a clip, each with its caption's color words rotated to match.
+
+Why: a T-LoRA trained on one clip learns how that clip looks along with how it moves, and
+the look leaks into new subjects. Rotating the RGB channels (R->G->B, a hue rotation by
+120 degrees) keeps every frame's layout and motion and changes only color. If the caption's
+color words rotate too, the caption still describes its frames, so the copies share only the
+motion. Captions must stay true: a recolored clip trained under its old caption taught the
+T-LoRA to fight the words and fidelity fell (README "Training defaults").
+
+A channel rotation maps the six primary and secondary colors onto each other and leaves
+white, black and gray unchanged, so those words rotate exactly. A caption naming any other
+color (orange, pink, ...) cannot be rotated, and the clip is then used as it is.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+# RGB of each color word that a channel rotation maps onto another word of this table.
+_PRIMARY = {
+    "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
+    "yellow": (1, 1, 0), "cyan": (0, 1, 1), "magenta": (1, 0, 1),
+}
+# Color words a channel rotation cannot map to a word: a caption with one is not recolored.
+_UNROTATABLE = (
+    "orange", "pink", "purple", "violet", "brown", "gold", "golden", "beige", "tan", "turquoise", "teal",
+    "navy", "maroon", "lime", "olive", "indigo", "crimson", "scarlet", "amber", "lavender", "peach",
+    "coral", "khaki", "aqua", "blond", "blonde", "bronze", "copper", "ginger", "rust",
+)
+# The two hue rotations: output channel c takes input channel ROTATIONS[k][c].
+ROTATIONS: tuple[tuple[int, int, int], ...] = ((1, 2, 0), (2, 0, 1))
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _rotated_word(word: str, rotation: tuple[int, int, int]) -> str:
+    rgb = _PRIMARY[word.lower()]
+    new = tuple(rgb[i] for i in rotation)
+    out = next(name for name, v in _PRIMARY.items() if v == new)
+    return out.capitalize() if word[0].isupper() else out
+
+
+def unrotatable_color(caption: str) -> str | None:
+    """The first color word of ``caption`` that a hue rotation cannot rename, if any."""
+    for w in _WORD.findall(caption):
+        if w.lower() in _UNROTATABLE:
+            return w
+    return None
+
+
+def rotate_caption(caption: str, rotation: tuple[int, int, int]) -> str:
+    """``caption`` with each primary/secondary color word replaced by its rotated color."""
+    if unrotatable_color(caption) is not None:
+        raise ValueError(f"caption {caption!r} names a color a hue rotation cannot rename")
+    return _WORD.sub(lambda m: _rotated_word(m.group(0), rotation) if m.group(0).lower() in _PRIMARY
+                     else m.group(0), caption)
+
+
+def rotate_frames(frames: torch.Tensor, rotation: tuple[int, int, int]) -> torch.Tensor:
+    """Frames ``(..., 3)`` with their RGB channels rotated."""
+    return frames[..., list(rotation)].contiguous()
+
+
+def hue_rotated_views(frames: torch.Tensor, caption: str) -> list[tuple[torch.Tensor, str]]:
+    """The clip and its two hue rotations, each with its caption; only the clip when the
+    caption names a color that cannot be rotated (see :func:`unrotatable_color`)."""
+    views = [(frames, caption)]
+    if unrotatable_color(caption) is None:
+        views += [(rotate_frames(frames, r), rotate_caption(caption, r)) for r in ROTATIONS]
+    return views
