@@ -104,9 +104,10 @@ class TrainTemporalLoRA(io.ComfyNode):
                                      "decided at high noise; low noise mostly holds the reference's look."),
                 io.Boolean.Input("recolor", default=TEMPORAL["recolor"], optional=True,
                                  tooltip="Also train on two hue-rotated copies of the clip, with the caption's "
-                                         "color words rotated to match (red->green->blue), so the T-LoRA keeps "
-                                         "the motion and not the reference's colors. Off when the caption names "
-                                         "a color like orange or pink that a rotation cannot rename."),
+                                         "color words rotated to match (red becomes green in one, blue in the "
+                                         "other), so the T-LoRA keeps the motion and not the reference's colors. "
+                                         "Off when the caption names a color like orange or pink that a rotation "
+                                         "cannot rename."),
                 Adapter.Input("absorber", optional=True,
                               tooltip="Optional appearance absorber (from Train Appearance Absorber, or a spatial "
                                       "LoRA loaded with Load T-LoRA / Absorber)."),
