@@ -112,6 +112,31 @@ def test_the_terminal_sitting_trains_a_v_model_at_pure_noise_on_moving_captions(
     assert t.history[-1]["argv"] == ["--extend-terminal", "3"] and t.history[-1]["from"]["stage"] == "terminal"
 
 
+def test_terminal_rows_put_the_last_rows_of_each_video_batch_at_pure_noise(tmp_path):
+    work = tmp_path / "run"
+    trainer(work, n_clips=12, video_batch=3).run(minutes=5)
+    with pytest.raises(SystemExit, match="--terminal-rows needs --v-zero-snr"):
+        trainer(work).run(minutes=5, extend=("video", 2), terminal_rows=1)
+    t = trainer(work)
+    batches = []  # (timesteps, prompts) of each UNet call
+    t.c.unet.register_forward_pre_hook(lambda _m, args: batches.append([args[1].tolist(), None]))
+    encode = t._encode
+    t._encode = lambda prompts: (batches.append([None, list(prompts)]), encode(prompts))[1]
+    t.run(minutes=5, extend=("video", 6), v_zero_snr=True, terminal_rows=2, image_every=3,
+          argv=["--extend-video", "6", "--v-zero-snr", "--terminal-rows", "2"])
+    assert t.state["stage"] == "done" and t.history[-1]["from"]["terminal_rows"] == 2
+    # _encode runs before each UNet call: pair them up.
+    steps = [(batches[i + 1][0], batches[i][1]) for i in range(0, len(batches), 2)]
+    assert len(steps) == 6
+    for step, (ts, prompts) in enumerate(steps):
+        if step % 3 == 2:  # an image batch: no terminal rows
+            assert len(ts) == TINY["image_batch"] and ts.count(999) < 2
+            continue
+        assert len(ts) == 3 and ts[-2:] == [999, 999]
+        for p in prompts[-2:]:  # full captions of moving clips, never dropped for guidance
+            assert train_toy.Trainer._direction_label(p) >= 0 and "still" not in p
+
+
 def test_v_zero_snr_is_a_sitting_option(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         train_toy.main(["--work", str(tmp_path / "run"), "--v-zero-snr"])

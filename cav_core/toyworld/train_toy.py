@@ -270,10 +270,7 @@ class Trainer:
                              "the noise at the last timestep still holds the clip, so there is no pure-noise step to teach")
         data = torch.load(self.data_path, weights_only=True)
         latents, caps = data["latents"], json.loads(data["captions"])
-        still = list(spec.DIRECTIONS).index("still")
-        moving = np.array([i for i, c in enumerate(caps) if self._direction_label(c["full"]) not in (-100, still)])
-        if not len(moving):
-            raise SystemExit(f"--extend-terminal: no clip in {self.data_path} moves; encode more clips (--n-clips)")
+        moving = self._moving_clips(caps, "--extend-terminal")
         schedule = self.noise_schedule
         t_last = len(schedule.alphas_cumprod) - 1
         unet, text = self.c.unet, self.c.text_encoder
@@ -311,6 +308,14 @@ class Trainer:
         unet.eval().requires_grad_(False)
         text.eval().requires_grad_(False)
         self._end_extension("terminal", total, opt)
+
+    def _moving_clips(self, caps: list[dict], option: str) -> np.ndarray:
+        """Indices of the cached clips whose full caption names a direction other than still."""
+        still = list(spec.DIRECTIONS).index("still")
+        moving = np.array([i for i, c in enumerate(caps) if self._direction_label(c["full"]) not in (-100, still)])
+        if not len(moving):
+            raise SystemExit(f"{option}: no clip in {self.data_path} moves; encode more clips (--n-clips)")
+        return moving
 
     @property
     def data_path(self) -> Path:
@@ -440,6 +445,13 @@ class Trainer:
         total = int(self.state.get("total", self.cfg[f"{stage}_steps"]))
         sitting = int(self.state.get("sitting", 0))
         every = int(self.state.get("image_every", self.cfg.get("image_every", 0))) if stage == "video" else 0
+        # Terminal rows: the last K rows of every video batch are moving clips, full captions,
+        # at the last timestep (what --extend-terminal trains, mixed in from the start rather
+        # than in a sitting of its own that leaves the lower timesteps worse off).
+        k_terminal = int(self.state.get("terminal_rows", 0)) if stage == "video" else 0
+        if k_terminal and not (prediction == "v_prediction" and self.c.scheduler_config.get("rescale_betas_zero_snr")):
+            raise SystemExit("--terminal-rows needs --v-zero-snr: on ModelScope's schedule the last timestep is not pure noise")
+        moving = self._moving_clips(caps, "--terminal-rows") if k_terminal else None
         losses, image_losses, aux_losses, pos_losses = [], [], [], []
         t0, n_run = time.time(), 0
         while self.state["step"] < total and not self._out_of_time(deadline):
@@ -456,13 +468,20 @@ class Trainer:
                 x0 = latents[idx, :, fr][:, :, None].float()
             else:
                 idx = rng.integers(len(latents), size=self.cfg["video_batch"])
+                if k_terminal:
+                    idx[-k_terminal:] = rng.choice(moving, size=k_terminal)
                 x0 = latents[idx].float()
             prompts = [self._caption(rng, caps[i], weights) for i in idx]
+            k_t = 0 if image else k_terminal
+            if k_t:
+                prompts[-k_t:] = [caps[i]["full"] for i in idx[-k_t:]]
             noise = torch.randn(x0.shape, generator=g)
             # Motion is decided at high noise, where it is least visible in the eps loss: an
             # extension may draw its video batches' timesteps from [video_t_min, T) only.
             t_min = 0 if image else int(self.state.get("video_t_min", 0))
             t = torch.randint(t_min, len(alphas_cumprod), (x0.shape[0],), generator=g)
+            if k_t:
+                t[-k_t:] = len(alphas_cumprod) - 1
             ac = alphas_cumprod[t].view(-1, 1, 1, 1, 1)
             xt = schedule.add_noise(x0, noise, t)
             target = noise if prediction == "epsilon" else schedule.get_velocity(x0, noise, t)
@@ -476,6 +495,8 @@ class Trainer:
             probe = seen[:len(probed)]  # the contrast pass below runs the hooks again
             w = loss_weights(ac.flatten(), self.cfg["min_snr"],
                              0.0 if image else float(self.state.get("high_noise_weight", 0.0)), prediction)
+            if k_t:
+                w[-k_t:] = 1.0  # min-SNR weighting gives the zero-SNR step no weight of its own
             per_sample = w * ((pred - target) ** 2).mean(dim=(1, 2, 3, 4))
             diffusion_loss = per_sample.mean()
             loss = diffusion_loss
@@ -548,7 +569,7 @@ class Trainer:
     def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
             argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0,
             high_noise_weight: float = 0.0, direction_contrast: float = 0.0, video_steps: int = 0,
-            v_zero_snr: bool = False, position_aux: float = 0.0) -> None:
+            v_zero_snr: bool = False, position_aux: float = 0.0, terminal_rows: int = 0) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
         if extend:
@@ -565,6 +586,8 @@ class Trainer:
             recipe = {"image_every": image_every, "direction_aux": direction_aux, "video_t_min": video_t_min,
                       "high_noise_weight": high_noise_weight, "direction_contrast": direction_contrast,
                       "image_captions": "no-direction", "position_aux": position_aux}
+            if terminal_rows:
+                recipe["terminal_rows"] = terminal_rows
             if v_zero_snr and stage in ("video", "image"):
                 # The objective stays with the weights: later sittings keep it (the checkpoint
                 # and the exported scheduler config record it).
@@ -631,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--position-aux", type=float, default=0.0, metavar="W",
                     help="with --extend-video or --restart-diffusion: weight of a probe loss that reads each frame's "
                          "index back from the UNet's features, so frames know where they stand in the clip")
+    ap.add_argument("--terminal-rows", type=int, default=0, metavar="K",
+                    help="with --v-zero-snr: the last K rows of every video batch are moving clips with full "
+                         "captions at the last timestep (pure noise), so the words decide the motion from the start")
     ap.add_argument("--v-zero-snr", action="store_true",
                     help="with --extend-video or --restart-diffusion: from this sitting on, train (and ship) "
                          "v-prediction on a zero-terminal-SNR schedule, so the start noise cannot choose the motion")
@@ -669,13 +695,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--extend-video, --extend-decoder, --extend-terminal and --restart-diffusion are separate sittings; give one")
     if args.v_zero_snr and not (args.extend_video or args.restart_diffusion):
         ap.error("--v-zero-snr changes the objective of a sitting: give it with --extend-video or --restart-diffusion")
+    if args.terminal_rows and not (args.extend_video or args.restart_diffusion):
+        ap.error("--terminal-rows is part of a video sitting's recipe: give it with --extend-video or --restart-diffusion")
+    if not 0 <= args.terminal_rows <= args.video_batch:
+        ap.error(f"--terminal-rows {args.terminal_rows}: give 0 to {args.video_batch} (the rows of a video batch, --video-batch)")
     extend = ("video", args.extend_video) if args.extend_video else ("decoder", args.extend_decoder) if args.extend_decoder \
         else ("terminal", args.extend_terminal) if args.extend_terminal \
         else ("image", args.restart_diffusion[0]) if args.restart_diffusion else None
     trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux,
                 video_t_min=args.video_t_min, high_noise_weight=args.high_noise_weight,
                 direction_contrast=args.direction_contrast, v_zero_snr=args.v_zero_snr,
-                position_aux=args.position_aux,
+                position_aux=args.position_aux, terminal_rows=args.terminal_rows,
                 video_steps=args.restart_diffusion[1] if args.restart_diffusion else 0, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
