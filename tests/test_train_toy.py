@@ -118,7 +118,7 @@ def test_terminal_rows_put_the_last_rows_of_each_video_batch_at_pure_noise(tmp_p
     with pytest.raises(SystemExit, match="--terminal-rows needs --v-zero-snr"):
         trainer(work).run(minutes=5, extend=("video", 2), terminal_rows=1)
     t = trainer(work)
-    batches = []  # (timesteps, prompts) of each UNet call
+    batches = []  # [timesteps, None] per UNet call, [None, prompts] per text encoding
     t.c.unet.register_forward_pre_hook(lambda _m, args: batches.append([args[1].tolist(), None]))
     encode = t._encode
     t._encode = lambda prompts: (batches.append([None, list(prompts)]), encode(prompts))[1]

@@ -459,6 +459,7 @@ class Trainer:
             rng = _rng(self.cfg["seed"], stage, step, sitting)
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
             image = stage == "image" or (every > 0 and step % every == every - 1)
+            k_t = 0 if image else k_terminal
             weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
             if image and self.state.get("image_captions") == "no-direction":
                 weights = (0.0, 0.3, 0.7)  # a single frame shows no direction: don't name one
@@ -468,11 +469,10 @@ class Trainer:
                 x0 = latents[idx, :, fr][:, :, None].float()
             else:
                 idx = rng.integers(len(latents), size=self.cfg["video_batch"])
-                if k_terminal:
-                    idx[-k_terminal:] = rng.choice(moving, size=k_terminal)
+                if k_t:
+                    idx[-k_t:] = rng.choice(moving, size=k_t)
                 x0 = latents[idx].float()
             prompts = [self._caption(rng, caps[i], weights) for i in idx]
-            k_t = 0 if image else k_terminal
             if k_t:
                 prompts[-k_t:] = [caps[i]["full"] for i in idx[-k_t:]]
             noise = torch.randn(x0.shape, generator=g)
