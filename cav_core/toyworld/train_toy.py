@@ -107,6 +107,13 @@ class Trainer:
 
         return DDPMScheduler.from_config({k: v for k, v in self.c.scheduler_config.items() if not k.startswith("_")})
 
+    @property
+    def pure_noise_at_last_step(self) -> bool:
+        """Whether the model trains v-prediction on a zero-terminal-SNR schedule (--v-zero-snr),
+        the only objective whose last timestep is pure noise with a well-defined target."""
+        cfg = self.c.scheduler_config
+        return cfg.get("prediction_type") == "v_prediction" and bool(cfg.get("rescale_betas_zero_snr"))
+
     def _fresh_components(self):
         """The toy architecture with the recipe seed's random weights."""
         from ..model import build_t2v
@@ -264,8 +271,7 @@ class Trainer:
         full captions of moving clips at t = T - 1, at a constant rate and without EMA (the
         sign is picked up abruptly, after ~600 steps; an average would lag it). It leaves
         the lower timesteps worse off: follow it with --extend-video sittings (README)."""
-        if not (self.c.scheduler_config.get("prediction_type") == "v_prediction"
-                and self.c.scheduler_config.get("rescale_betas_zero_snr")):
+        if not self.pure_noise_at_last_step:
             raise SystemExit("--extend-terminal needs a model trained with --v-zero-snr: on ModelScope's schedule "
                              "the noise at the last timestep still holds the clip, so there is no pure-noise step to teach")
         data = torch.load(self.data_path, weights_only=True)
@@ -449,7 +455,7 @@ class Trainer:
         # at the last timestep (what --extend-terminal trains, mixed in from the start rather
         # than in a sitting of its own that leaves the lower timesteps worse off).
         k_terminal = int(self.state.get("terminal_rows", 0)) if stage == "video" else 0
-        if k_terminal and not (prediction == "v_prediction" and self.c.scheduler_config.get("rescale_betas_zero_snr")):
+        if k_terminal and not self.pure_noise_at_last_step:
             raise SystemExit("--terminal-rows needs --v-zero-snr: on ModelScope's schedule the last timestep is not pure noise")
         moving = self._moving_clips(caps, "--terminal-rows") if k_terminal else None
         losses, image_losses, aux_losses, pos_losses = [], [], [], []
