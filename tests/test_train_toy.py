@@ -111,6 +111,28 @@ def test_the_terminal_sitting_trains_a_v_model_at_pure_noise_on_moving_captions(
     assert all(torch.equal(v, t.c.vae.state_dict()[k]) for k, v in vae_before.items())
     assert t.history[-1]["argv"] == ["--extend-terminal", "3"] and t.history[-1]["from"]["stage"] == "terminal"
 
+    # --opening-frames: every other step sees only the clips' first N frames.
+    frames = []
+    t.c.unet.register_forward_pre_hook(lambda _m, args: frames.append(args[0].shape[2]))
+    text_before = {k: v.clone() for k, v in t.c.text_encoder.state_dict().items()}
+    unet_before = {k: v.clone() for k, v in t.c.unet.state_dict().items()}
+    t.run(minutes=5, extend=("terminal", 4), opening_frames=4, argv=["--extend-terminal", "4", "--opening-frames", "4"])
+    assert frames == [4, 16, 4, 16] and t.history[-1]["from"]["opening_frames"] == 4
+    # ...and leaves the text encoder as it is, so the direction words stay apart.
+    assert all(torch.equal(v, t.c.text_encoder.state_dict()[k]) for k, v in text_before.items())
+    assert any(not torch.equal(v, t.c.unet.state_dict()[k]) for k, v in unet_before.items())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--opening-frames", "4"], "give it with --extend-terminal"),
+    (["--extend-terminal", "10", "--opening-frames", "16"], "give 1 to 15"),
+])
+def test_opening_frames_is_refused_outside_a_terminal_sitting(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        train_toy.main(["--work", str(tmp_path / "run"), *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # refused before any training
+
 
 def test_terminal_rows_put_the_last_rows_of_each_video_batch_at_pure_noise(tmp_path):
     work = tmp_path / "run"
