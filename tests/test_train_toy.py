@@ -116,15 +116,42 @@ def test_the_terminal_sitting_trains_a_v_model_at_pure_noise_on_moving_captions(
     t.c.unet.register_forward_pre_hook(lambda _m, args: frames.append(args[0].shape[2]))
     text_before = {k: v.clone() for k, v in t.c.text_encoder.state_dict().items()}
     unet_before = {k: v.clone() for k, v in t.c.unet.state_dict().items()}
-    t.run(minutes=5, extend=("terminal", 4), opening_frames=4, argv=["--extend-terminal", "4", "--opening-frames", "4"])
+    t.run(minutes=5, extend=("terminal", 4), opening_frames=4, freeze_text=True,
+          argv=["--extend-terminal", "4", "--opening-frames", "4", "--freeze-text"])
     assert frames == [4, 16, 4, 16] and t.history[-1]["from"]["opening_frames"] == 4
-    # ...and leaves the text encoder as it is, so the direction words stay apart.
+    # --freeze-text leaves the text encoder as it is, so the direction words stay apart.
     assert all(torch.equal(v, t.c.text_encoder.state_dict()[k]) for k, v in text_before.items())
     assert any(not torch.equal(v, t.c.unet.state_dict()[k]) for k, v in unet_before.items())
 
 
+def test_text_pretraining_tells_the_words_apart_then_the_restart_keeps_it_frozen(tmp_path):
+    work = tmp_path / "run"
+    trainer(work, n_clips=12).run(minutes=5)
+    t = trainer(work)
+    pretrained, losses = {}, []
+    pretrain = t.pretrain_text
+
+    def spy(steps: int) -> list[float]:
+        losses.extend(pretrain(steps))
+        pretrained.update({k: v.clone() for k, v in t.c.text_encoder.state_dict().items()})
+        return losses
+
+    t.pretrain_text = spy
+    t.run(minutes=5, extend=("image", 2), video_steps=2, text_pretrain=60,
+          argv=["--restart-diffusion", "2", "2", "--text-pretrain", "60"])
+    assert t.state["stage"] == "done" and "text pretraining: 60 steps" in (work / "train.log").read_text()
+    assert t.history[-1]["from"]["freeze_text"] and t.history[-1]["from"]["text_pretrain"] == 60
+    # The heads' loss falls: the encoder learned to tell the caption's words apart...
+    assert len(losses) == 60 and sum(losses[-10:]) < 0.7 * sum(losses[:10])
+    # ...and the image and video steps trained the UNet around a text encoder they left alone.
+    assert pretrained and all(torch.equal(v, t.c.text_encoder.state_dict()[k]) for k, v in pretrained.items())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--opening-frames", "4"], "give it with --extend-terminal"),
+    (["--text-pretrain", "400"], "give it with --restart-diffusion"),
+    (["--freeze-text"], "give it with --extend-video, --extend-terminal or --restart-diffusion"),
+    (["--extend-video", "10", "--freeze-text", "--direction-aux", "0.02"], "drop one"),
     (["--extend-terminal", "10", "--opening-frames", "16"], "give 1 to 15"),
 ])
 def test_opening_frames_is_refused_outside_a_terminal_sitting(tmp_path, capsys, argv, message):
