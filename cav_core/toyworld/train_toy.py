@@ -291,10 +291,7 @@ class Trainer:
         t_last = len(schedule.alphas_cumprod) - 1
         unet, text = self.c.unet, self.c.text_encoder
         opening = int(self.state.get("opening_frames", 0))
-        frozen_text = bool(self.state.get("freeze_text"))
-        params = list(unet.parameters()) + ([] if frozen_text else list(text.parameters()))
-        unet.train().requires_grad_(True)
-        text.train(not frozen_text).requires_grad_(not frozen_text)
+        params = self._start_training()
         lr = float(self.cfg.get("terminal_lr", DEFAULTS["terminal_lr"]))
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
         if blob and blob["state"]["stage"] == "terminal" and "opt" in blob:
@@ -421,12 +418,20 @@ class Trainer:
         right_loss = per_sample[idx]
         return F.relu(right_loss + 0.2 * right_loss.detach() - wrong_loss).mean()
 
+    def _start_training(self) -> list[torch.nn.Parameter]:
+        """Put the UNet, and the text encoder unless this sitting freezes it, in training mode;
+        returns what the sitting's optimizer trains."""
+        frozen_text = bool(self.state.get("freeze_text"))
+        self.c.unet.train().requires_grad_(True)
+        self.c.text_encoder.train(not frozen_text).requires_grad_(not frozen_text)
+        return list(self.c.unet.parameters()) + ([] if frozen_text else list(self.c.text_encoder.parameters()))
+
     def pretrain_text(self, steps: int, batch: int = 64) -> list[float]:
         """Teach a fresh text encoder to tell the caption's words apart before any diffusion
         step: linear heads read color, shape, direction and background back from the pooled
         and the mean token state. Trained along with a fresh UNet instead, the encoder merged
         "left" and "right" (their states 0.4-2.4% apart) before the UNet could use them; after
-        400 of these steps (seconds) they are 89% apart, and frozen from then on they stay so,
+        400 of these steps (seconds) they are ~90% apart, and frozen from then on they stay so,
         as a real model's CLIP does (README, "What breaks it"). Returns the head losses."""
         data = torch.load(self.data_path, weights_only=True)
         caps = json.loads(data["captions"])
@@ -469,10 +474,7 @@ class Trainer:
         alphas_cumprod = schedule.alphas_cumprod
         latents, caps = data["latents"], json.loads(data["captions"])
         unet, text = self.c.unet, self.c.text_encoder
-        frozen_text = bool(self.state.get("freeze_text"))
-        unet.train().requires_grad_(True)
-        text.train(not frozen_text).requires_grad_(not frozen_text)
-        params = list(unet.parameters()) + ([] if frozen_text else list(text.parameters()))
+        params = self._start_training()
         # Optional auxiliary probe (extension sittings): a linear head reads the direction
         # word back from the pooled text state, so the text encoder keeps direction words
         # apart. Without it, single frames (image batches) and a UNet that cannot yet use
@@ -659,9 +661,10 @@ class Trainer:
                 recipe["objective"] = "v_prediction, zero terminal SNR"
             self.state = {"stage": stage, "step": 0, "total": steps, "sitting": len(self.history) + 1,
                           **(recipe if stage in ("video", "image") else {})}
-            if stage == "terminal":
-                self.state.update({"opening_frames": opening_frames} if opening_frames else {},
-                                  **({"freeze_text": True} if freeze_text else {}))
+            if stage == "terminal" and opening_frames:
+                self.state["opening_frames"] = opening_frames
+            if stage == "terminal" and freeze_text:
+                self.state["freeze_text"] = True
             self.cfg = dict(blob["cfg"])
             if stage == "image":
                 # --restart-diffusion: new UNet and text encoder from random weights, on the
@@ -733,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --restart-diffusion: first train the fresh text encoder STEPS steps to tell the "
                          "caption's words apart (400 takes seconds), then keep it frozen for the sitting")
     ap.add_argument("--freeze-text", action="store_true",
-                    help="with --extend-video or --extend-terminal: leave the text encoder as it is (a pretrained "
+                    help="with --restart-diffusion, --extend-video or --extend-terminal: leave the text encoder as it is (a pretrained "
                          "one keeps the direction words apart only while it is not trained along)")
     ap.add_argument("--v-zero-snr", action="store_true",
                     help="with --extend-video or --restart-diffusion: from this sitting on, train (and ship) "
