@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from cav_core.toyworld import train_toy
+from cav_core.toyworld import spec, train_toy
 
 TINY = dict(train_toy.DEFAULTS, vae_steps=2, vae_batch=4, n_clips=4, image_steps=2, image_batch=4,
             video_steps=2, video_batch=1, decoder_steps=2, warmup=1)
@@ -123,6 +124,13 @@ def test_the_terminal_sitting_trains_a_v_model_at_pure_noise_on_moving_captions(
     assert all(torch.equal(v, t.c.text_encoder.state_dict()[k]) for k, v in text_before.items())
     assert any(not torch.equal(v, t.c.unet.state_dict()[k]) for k, v in unet_before.items())
 
+    # --with-still: the sitting also draws still clips, so "still" keeps a motionless estimate.
+    caps = [{"full": spec.full_caption("red", "circle", d, "black")} for d in spec.DIRECTIONS]
+    is_still = np.array([d == "still" for d in spec.DIRECTIONS])
+    assert not is_still[t._terminal_pool(caps)].any()
+    t.run(minutes=5, extend=("terminal", 1), with_still=True, argv=["--extend-terminal", "1", "--with-still"])
+    assert t.history[-1]["from"]["with_still"] and sorted(t._terminal_pool(caps)) == list(range(len(caps)))
+
 
 def test_text_pretraining_tells_the_words_apart_then_the_restart_keeps_it_frozen(tmp_path):
     work = tmp_path / "run"
@@ -149,6 +157,7 @@ def test_text_pretraining_tells_the_words_apart_then_the_restart_keeps_it_frozen
 
 @pytest.mark.parametrize("argv, message", [
     (["--opening-frames", "4"], "give it with --extend-terminal"),
+    (["--with-still"], "give it with --extend-terminal"),
     (["--text-pretrain", "400"], "give it with --restart-diffusion"),
     (["--freeze-text"], "give it with --extend-video, --extend-terminal or --restart-diffusion"),
     (["--extend-video", "10", "--freeze-text", "--direction-aux", "0.02"], "drop one"),

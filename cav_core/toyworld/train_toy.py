@@ -286,7 +286,7 @@ class Trainer:
                              "the noise at the last timestep still holds the clip, so there is no pure-noise step to teach")
         data = torch.load(self.data_path, weights_only=True)
         latents, caps = data["latents"], json.loads(data["captions"])
-        moving = self._moving_clips(caps, "--extend-terminal")
+        pool = self._terminal_pool(caps)
         schedule = self.noise_schedule
         t_last = len(schedule.alphas_cumprod) - 1
         unet, text = self.c.unet, self.c.text_encoder
@@ -302,7 +302,7 @@ class Trainer:
             step = self.state["step"]
             rng = _rng(self.cfg["seed"], "terminal", step, sitting)
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            idx = rng.choice(moving, size=self.cfg["video_batch"])
+            idx = rng.choice(pool, size=self.cfg["video_batch"])
             x0 = latents[idx].float()
             noise = torch.randn(x0.shape, generator=g)
             if opening and step % 2 == 0:
@@ -325,6 +325,14 @@ class Trainer:
         unet.eval().requires_grad_(False)
         text.eval().requires_grad_(False)
         self._end_extension("terminal", total, opt)
+
+    def _terminal_pool(self, caps: list[dict]) -> np.ndarray:
+        """The cached clips a terminal sitting draws from: the moving ones, or with
+        ``with_still`` all of them. On moving clips alone "still" gets no pure-noise estimate of
+        its own, and the first sampling step draws a motion for it (2 of 15 still prompts
+        stayed still after an opening-frames sitting and 3000 video steps)."""
+        moving = self._moving_clips(caps, "--extend-terminal")
+        return np.arange(len(caps)) if self.state.get("with_still") else moving
 
     def _moving_clips(self, caps: list[dict], option: str) -> np.ndarray:
         """Indices of the cached clips whose full caption names a direction other than still."""
@@ -632,7 +640,8 @@ class Trainer:
             argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0,
             high_noise_weight: float = 0.0, direction_contrast: float = 0.0, video_steps: int = 0,
             v_zero_snr: bool = False, position_aux: float = 0.0, terminal_rows: int = 0,
-            opening_frames: int = 0, text_pretrain: int = 0, freeze_text: bool = False) -> None:
+            opening_frames: int = 0, text_pretrain: int = 0, freeze_text: bool = False,
+            with_still: bool = False) -> None:
         deadline = time.time() + minutes * 60
         blob = self.load()
         if extend:
@@ -651,8 +660,6 @@ class Trainer:
                       "image_captions": "no-direction", "position_aux": position_aux}
             if terminal_rows:
                 recipe["terminal_rows"] = terminal_rows
-            if freeze_text or text_pretrain:
-                recipe["freeze_text"] = True
             if v_zero_snr and stage in ("video", "image"):
                 # The objective stays with the weights: later sittings keep it (the checkpoint
                 # and the exported scheduler config record it).
@@ -663,7 +670,10 @@ class Trainer:
                           **(recipe if stage in ("video", "image") else {})}
             if stage == "terminal" and opening_frames:
                 self.state["opening_frames"] = opening_frames
-            if stage == "terminal" and freeze_text:
+            if stage == "terminal" and with_still:
+                self.state["with_still"] = True
+            if freeze_text or text_pretrain:
+                # Read by _start_training in every loop, so it is set once for any stage.
                 self.state["freeze_text"] = True
             self.cfg = dict(blob["cfg"])
             if stage == "image":
@@ -732,6 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opening-frames", type=int, default=0, metavar="N",
                     help="with --extend-terminal: every other step trains on the clips' first N frames, where the "
                          "direction is a static offset the caption can learn first (4 works; see README)")
+    ap.add_argument("--with-still", action="store_true",
+                    help="with --extend-terminal: draw from all clips, still ones included (by default moving "
+                         "clips only), so 'still' captions keep a motionless estimate at pure noise")
     ap.add_argument("--text-pretrain", type=int, default=0, metavar="STEPS",
                     help="with --restart-diffusion: first train the fresh text encoder STEPS steps to tell the "
                          "caption's words apart (400 takes seconds), then keep it frozen for the sitting")
@@ -786,6 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--freeze-text is part of a sitting: give it with --extend-video, --extend-terminal or --restart-diffusion")
     if args.direction_aux and (args.freeze_text or args.text_pretrain):
         ap.error("--direction-aux trains the text encoder, which --freeze-text/--text-pretrain keep frozen: drop one")
+    if args.with_still and not args.extend_terminal:
+        ap.error("--with-still is part of a terminal sitting: give it with --extend-terminal")
     if args.opening_frames and not args.extend_terminal:
         ap.error("--opening-frames is part of a terminal sitting: give it with --extend-terminal")
     if not 0 <= args.opening_frames < spec.NUM_FRAMES:
@@ -798,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
                 video_t_min=args.video_t_min, high_noise_weight=args.high_noise_weight,
                 direction_contrast=args.direction_contrast, v_zero_snr=args.v_zero_snr,
                 position_aux=args.position_aux, terminal_rows=args.terminal_rows, opening_frames=args.opening_frames,
-                text_pretrain=args.text_pretrain, freeze_text=args.freeze_text,
+                text_pretrain=args.text_pretrain, freeze_text=args.freeze_text, with_still=args.with_still,
                 video_steps=args.restart_diffusion[1] if args.restart_diffusion else 0, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
 
