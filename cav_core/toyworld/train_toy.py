@@ -270,8 +270,8 @@ class Trainer:
         3000-step v-prediction sitting on it never learned it. Here every batch is full
         captions of moving clips (``with_still``: of all clips) at t = T - 1, at a constant
         rate and without EMA (the sign is picked up abruptly, after ~600 steps; an average
-        would lag it). It leaves
-        the lower timesteps worse off: follow it with --extend-video sittings (README).
+        would lag it). It leaves the lower timesteps worse off: follow it with --extend-video
+        sittings (README).
 
         With ``opening_frames`` N, every other step trains on the clips' first N frames only.
         Over a whole clip, what a direction word must change is antisymmetric in time (for
