@@ -332,8 +332,9 @@ class Trainer:
         ``with_still`` all of them. On moving clips alone "still" gets no pure-noise estimate of
         its own. Measured on the in-budget pilot: 300 such steps made a one-step sample of still
         prompts drift as little as v5's, but did not stop the drift over 25 steps. On the second
-        in-budget run 500 steps with ``with_still`` left the direction words without a sign, where
-        900 on moving clips taught it; which of the two changes mattered is not separated (README)."""
+        in-budget run 500 steps with ``with_still`` left the direction words without a sign; 900
+        steps teach it with or without still clips, and neither pool keeps still prompts still
+        after the video sittings (README)."""
         moving = self._moving_clips(caps, "--extend-terminal")
         return np.arange(len(caps)) if self.state.get("with_still") else moving
 
@@ -747,8 +748,8 @@ def main(argv: list[str] | None = None) -> int:
                          "direction is a static offset the caption can learn first (4 works; see README)")
     ap.add_argument("--with-still", action="store_true",
                     help="with --extend-terminal: draw from all clips, still ones included (by default moving "
-                         "clips only), so 'still' captions keep a motionless estimate at pure noise. Measured: a 500-step "
-                         "sitting with it did not teach the direction sign that 900 steps on moving clips did (README)")
+                         "clips only), so 'still' captions keep a motionless estimate at pure noise. Measured: 900 steps teach "
+                         "the direction sign with it or without it (500 did not); it did not keep still prompts still (README)")
     ap.add_argument("--text-pretrain", type=int, default=0, metavar="STEPS",
                     help="with --restart-diffusion: first train the fresh text encoder STEPS steps to tell the "
                          "caption's words apart (400 takes seconds), then keep it frozen for the sitting")
