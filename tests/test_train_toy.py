@@ -158,6 +158,8 @@ def test_text_pretraining_tells_the_words_apart_then_the_restart_keeps_it_frozen
 @pytest.mark.parametrize("argv, message", [
     (["--opening-frames", "4"], "give it with --extend-terminal"),
     (["--with-still"], "give it with --extend-terminal"),
+    (["--still-rows", "2"], "give it with --extend-video or --restart-diffusion"),
+    (["--extend-video", "10", "--still-rows", "5", "--terminal-rows", "4"], "together give 0 to 8"),
     (["--text-pretrain", "400"], "give it with --restart-diffusion"),
     (["--freeze-text"], "give it with --extend-video, --extend-terminal or --restart-diffusion"),
     (["--extend-video", "10", "--freeze-text", "--direction-aux", "0.02"], "drop one"),
@@ -193,6 +195,45 @@ def test_terminal_rows_put_the_last_rows_of_each_video_batch_at_pure_noise(tmp_p
         assert len(ts) == 3 and ts[-2:] == [999, 999]
         for p in prompts[-2:]:  # full captions of moving clips, never dropped for guidance
             assert train_toy.Trainer._direction_label(p) >= 0 and "still" not in p
+
+
+def test_still_rows_put_still_clips_with_full_captions_first_in_each_video_batch(tmp_path):
+    work = tmp_path / "run"
+    trainer(work, n_clips=27, video_batch=3).run(minutes=5)
+    t = trainer(work)
+    batches = []  # [timesteps, None] per UNet call, [None, prompts] per text encoding
+    t.c.unet.register_forward_pre_hook(lambda _m, args: batches.append([args[1].tolist(), None]))
+    encode = t._encode
+    t._encode = lambda prompts: (batches.append([None, list(prompts)]), encode(prompts))[1]
+    t.run(minutes=5, extend=("video", 6), still_rows=2, image_every=3,
+          argv=["--extend-video", "6", "--still-rows", "2"])
+    assert t.state["stage"] == "done" and t.history[-1]["from"]["still_rows"] == 2
+    still = list(spec.DIRECTIONS).index("still")
+    steps = [(batches[i + 1][0], batches[i][1]) for i in range(0, len(batches), 2)]
+    assert len(steps) == 6
+    for step, (ts, prompts) in enumerate(steps):
+        if step % 3 == 2:  # an image batch: a single frame shows no motion, no still rows
+            assert len(ts) == TINY["image_batch"]
+            continue
+        assert len(ts) == 3
+        # Full captions of still clips (never dropped for guidance), at the batch's own timesteps.
+        assert [train_toy.Trainer._direction_label(p) for p in prompts[:2]] == [still, still]
+    assert len({t for ts, _ in steps for t in ts}) > 2
+
+
+def test_still_rows_need_a_still_clip_in_the_cache(tmp_path):
+    work = tmp_path / "run"
+    t = trainer(work, n_clips=4)
+    t.run(minutes=5)
+    data = torch.load(t.data_path, weights_only=True)
+    caps = json.loads(data["captions"])
+    still = list(spec.DIRECTIONS).index("still")
+    keep = [i for i, c in enumerate(caps) if train_toy.Trainer._direction_label(c["full"]) != still]
+    data["latents"] = data["latents"][keep].clone()
+    data["captions"] = json.dumps([caps[i] for i in keep])
+    torch.save(data, t.data_path)
+    with pytest.raises(SystemExit, match="--still-rows: no clip .* is still"):
+        trainer(work).run(minutes=5, extend=("video", 2), still_rows=1)
 
 
 def test_v_zero_snr_is_a_sitting_option(tmp_path, capsys):

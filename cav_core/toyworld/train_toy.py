@@ -338,6 +338,14 @@ class Trainer:
         moving = self._moving_clips(caps, "--extend-terminal")
         return np.arange(len(caps)) if self.state.get("with_still") else moving
 
+    def _still_clips(self, caps: list[dict]) -> np.ndarray:
+        """Indices of the cached clips whose full caption is still (for --still-rows)."""
+        still = list(spec.DIRECTIONS).index("still")
+        found = np.array([i for i, c in enumerate(caps) if self._direction_label(c["full"]) == still])
+        if not len(found):
+            raise SystemExit(f"--still-rows: no clip in {self.data_path} is still; encode more clips (--n-clips)")
+        return found
+
     def _moving_clips(self, caps: list[dict], option: str) -> np.ndarray:
         """Indices of the cached clips whose full caption names a direction other than still."""
         still = list(spec.DIRECTIONS).index("still")
@@ -526,6 +534,11 @@ class Trainer:
         if k_terminal and not self.pure_noise_at_last_step:
             raise SystemExit("--terminal-rows needs --v-zero-snr: on ModelScope's schedule the last timestep is not pure noise")
         moving = self._moving_clips(caps, "--terminal-rows") if k_terminal else None
+        # Still rows: the first K rows of every video batch are still clips with full captions,
+        # at the batch's timesteps. Drawn uniformly, "moving still" is 1 caption in 13 and the
+        # 8-to-1 moving majority pulls still prompts into a drift over the sampling steps.
+        k_still_rows = int(self.state.get("still_rows", 0)) if stage == "video" else 0
+        still_clips = self._still_clips(caps) if k_still_rows else None
         losses, image_losses, aux_losses, pos_losses = [], [], [], []
         t0, n_run = time.time(), 0
         while self.state["step"] < total and not self._out_of_time(deadline):
@@ -534,6 +547,7 @@ class Trainer:
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
             image = stage == "image" or (every > 0 and step % every == every - 1)
             k_t = 0 if image else k_terminal
+            k_s = 0 if image else k_still_rows
             weights = (0.2, 0.2, 0.6) if image else (0.7, 0.1, 0.2)
             if image and self.state.get("image_captions") == "no-direction":
                 weights = (0.0, 0.3, 0.7)  # a single frame shows no direction: don't name one
@@ -545,10 +559,14 @@ class Trainer:
                 idx = rng.integers(len(latents), size=self.cfg["video_batch"])
                 if k_t:
                     idx[-k_t:] = rng.choice(moving, size=k_t)
+                if k_s:
+                    idx[:k_s] = rng.choice(still_clips, size=k_s)
                 x0 = latents[idx].float()
             prompts = [self._caption(rng, caps[i], weights) for i in idx]
             if k_t:
                 prompts[-k_t:] = [caps[i]["full"] for i in idx[-k_t:]]
+            if k_s:
+                prompts[:k_s] = [caps[i]["full"] for i in idx[:k_s]]
             noise = torch.randn(x0.shape, generator=g)
             # Motion is decided at high noise, where it is least visible in the eps loss: an
             # extension may draw its video batches' timesteps from [video_t_min, T) only.
@@ -643,7 +661,7 @@ class Trainer:
     def run(self, minutes: float, extend: tuple[str, int] | None = None, image_every: int = 0,
             argv: list[str] | None = None, direction_aux: float = 0.0, video_t_min: int = 0,
             high_noise_weight: float = 0.0, direction_contrast: float = 0.0, video_steps: int = 0,
-            v_zero_snr: bool = False, position_aux: float = 0.0, terminal_rows: int = 0,
+            v_zero_snr: bool = False, position_aux: float = 0.0, terminal_rows: int = 0, still_rows: int = 0,
             opening_frames: int = 0, text_pretrain: int = 0, freeze_text: bool = False,
             with_still: bool = False) -> None:
         deadline = time.time() + minutes * 60
@@ -664,6 +682,8 @@ class Trainer:
                       "image_captions": "no-direction", "position_aux": position_aux}
             if terminal_rows:
                 recipe["terminal_rows"] = terminal_rows
+            if still_rows:
+                recipe["still_rows"] = still_rows
             if v_zero_snr and stage in ("video", "image"):
                 # The objective stays with the weights: later sittings keep it (the checkpoint
                 # and the exported scheduler config record it).
@@ -743,6 +763,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--terminal-rows", type=int, default=0, metavar="K",
                     help="with --v-zero-snr: the last K rows of every video batch are moving clips with full "
                          "captions at the last timestep (pure noise), so the words decide the motion from the start")
+    ap.add_argument("--still-rows", type=int, default=0, metavar="K",
+                    help="with --extend-video or --restart-diffusion: the first K rows of every video batch are "
+                         "still clips with full captions (drawn uniformly, 1 row in 9 is still), so 'still' prompts "
+                         "learn to hold the object in place")
     ap.add_argument("--opening-frames", type=int, default=0, metavar="N",
                     help="with --extend-terminal: every other step trains on the clips' first N frames, where the "
                          "direction is a static offset the caption can learn first (4 works; see README)")
@@ -798,6 +822,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--terminal-rows is part of a video sitting's recipe: give it with --extend-video or --restart-diffusion")
     if not 0 <= args.terminal_rows <= args.video_batch:
         ap.error(f"--terminal-rows {args.terminal_rows}: give 0 to {args.video_batch} (the rows of a video batch, --video-batch)")
+    if args.still_rows and not (args.extend_video or args.restart_diffusion):
+        ap.error("--still-rows is part of a video sitting's recipe: give it with --extend-video or --restart-diffusion")
+    if not 0 <= args.still_rows + args.terminal_rows <= args.video_batch:
+        ap.error(f"--still-rows {args.still_rows} with --terminal-rows {args.terminal_rows}: together give 0 to "
+                 f"{args.video_batch} (the rows of a video batch, --video-batch)")
     if args.text_pretrain and not args.restart_diffusion:
         ap.error("--text-pretrain trains a fresh text encoder: give it with --restart-diffusion")
     if args.freeze_text and not (args.extend_video or args.extend_terminal or args.restart_diffusion):
@@ -817,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.run(args.minutes, extend=extend, image_every=args.image_every, direction_aux=args.direction_aux,
                 video_t_min=args.video_t_min, high_noise_weight=args.high_noise_weight,
                 direction_contrast=args.direction_contrast, v_zero_snr=args.v_zero_snr,
-                position_aux=args.position_aux, terminal_rows=args.terminal_rows, opening_frames=args.opening_frames,
+                position_aux=args.position_aux, terminal_rows=args.terminal_rows, still_rows=args.still_rows, opening_frames=args.opening_frames,
                 text_pretrain=args.text_pretrain, freeze_text=args.freeze_text, with_still=args.with_still,
                 video_steps=args.restart_diffusion[1] if args.restart_diffusion else 0, argv=list(argv if argv is not None else sys.argv[1:]))
     return 0
