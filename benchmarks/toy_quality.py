@@ -127,6 +127,7 @@ def main() -> None:
     picked = [combos[i] for i in order[: args.samples]]
     hits = {"color": [], "shape": [], "direction": [], "still": []}
     per_direction: dict[str, list[bool]] = {}
+    shape_read: dict[str, list[str]] = {}  # prompted shape -> the shapes measured
     t0 = time.time()
     for i, (color, shape, direction, bg) in enumerate(picked):
         prompt = spec.full_caption(color, shape, direction, bg)
@@ -139,6 +140,7 @@ def main() -> None:
         ok = moved == direction
         (hits["still"] if direction == "still" else hits["direction"]).append(ok)
         per_direction.setdefault(direction, []).append(ok)
+        shape_read.setdefault(str(shape), []).append(str(d["shape"]))
     took = time.time() - t0
 
     print(f"toy model prompt following: {len(picked)} samples, {args.scheduler} {args.steps} steps, "
@@ -148,6 +150,10 @@ def main() -> None:
     print(f"  named direction of motion     {np.mean(hits['direction']):6.1%}   (goal >= 80%, {len(hits['direction'])} moving prompts)")
     print(f"  'still' prompts stay still    {np.mean(hits['still']):6.1%}   ({len(hits['still'])} prompts)")
     print("  per direction: " + ", ".join(f"{k} {np.mean(v):.0%}" for k, v in sorted(per_direction.items())))
+    # Which shape a miss was read as: the weak pair is where the model (or the measure) needs work.
+    print("  shape prompted -> read: " + "; ".join(
+        f"{k} ({len(v)}): " + ", ".join(f"{r} {v.count(r)}" for r in sorted(set(v)))
+        for k, v in sorted(shape_read.items())))
 
     sens = text_sensitivity(handle, args.steps)
     print("  the UNet's clean-video estimate at the first step changes by "

@@ -318,3 +318,11 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     assert resumed.state["stage"] == "done"
     for (k, a), b in zip(whole.c.unet.state_dict().items(), resumed.c.unet.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_help_prints_every_option(capsys):
+    # argparse formats help strings with %: a bare % in one breaks --help for all of them.
+    with pytest.raises(SystemExit) as exc:
+        train_toy.main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--still-rows" in out and "--with-still" in out

@@ -766,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--still-rows", type=int, default=0, metavar="K",
                     help="with --extend-video or --restart-diffusion: the first K rows of every video batch are "
                          "still clips with full captions (drawn uniformly, 1 row in 9 is still), so 'still' prompts "
-                         "learn to hold the object in place")
+                         "learn to hold the object in place. Measured: 2 took still prompts from 13%% to 100%% "
+                         "staying still on the in-budget run (README)")
     ap.add_argument("--opening-frames", type=int, default=0, metavar="N",
                     help="with --extend-terminal: every other step trains on the clips' first N frames, where the "
                          "direction is a static offset the caption can learn first (4 works; see README)")
