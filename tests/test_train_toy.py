@@ -326,3 +326,11 @@ def test_help_prints_every_option(capsys):
         train_toy.main(["--help"])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "--still-rows" in out and "--with-still" in out
+
+
+def test_an_image_only_sitting_logs_no_empty_video_loss(tmp_path):
+    work = tmp_path / "run"
+    trainer(work).run(minutes=5)
+    trainer(work).run(minutes=5, extend=("video", 50), image_every=1, argv=["--extend-video", "50", "--image-every", "1"])
+    logged = [line for line in (work / "train.log").read_text().splitlines() if "video step 50/50" in line]
+    assert logged and "nan" not in logged[0] and " image loss " in logged[0], logged

@@ -628,7 +628,9 @@ class Trainer:
                 extra = f" image loss {np.mean(image_losses[-10:]):.4f}" if image_losses else ""
                 extra += f" direction-probe loss {np.mean(aux_losses[-50:]):.3f}" if aux_losses else ""
                 extra += f" position-probe loss {np.mean(pos_losses[-50:]):.3f}" if pos_losses else ""
-                self.log(f"{stage} step {self.state['step']}/{total} loss {np.mean(losses[-50:]):.4f}{extra} "
+                # An image-only sitting (--image-every 1) has no video loss to show.
+                shown = f" loss {np.mean(losses[-50:]):.4f}" if losses else ""
+                self.log(f"{stage} step {self.state['step']}/{total}{shown}{extra} "
                          f"lr {lr:.2e} {rate:.2f}s/step")
             if self.state["step"] % 200 == 0:
                 self.save(opt, ema)
