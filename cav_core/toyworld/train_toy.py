@@ -335,24 +335,19 @@ class Trainer:
         in-budget run 500 steps with ``with_still`` left the direction words without a sign; 900
         steps teach it with or without still clips, and neither pool keeps still prompts still
         after the video sittings (README)."""
-        moving = self._moving_clips(caps, "--extend-terminal")
+        moving = self._clips(caps, "--extend-terminal")
         return np.arange(len(caps)) if self.state.get("with_still") else moving
 
-    def _still_clips(self, caps: list[dict]) -> np.ndarray:
-        """Indices of the cached clips whose full caption is still (for --still-rows)."""
-        still = list(spec.DIRECTIONS).index("still")
-        found = np.array([i for i, c in enumerate(caps) if self._direction_label(c["full"]) == still])
+    def _clips(self, caps: list[dict], option: str, still: bool = False) -> np.ndarray:
+        """Indices of the cached clips whose full caption names a direction other than still
+        (``still``: whose caption is still); ``option`` names the option that needs them."""
+        s = list(spec.DIRECTIONS).index("still")
+        labels = [self._direction_label(c["full"]) for c in caps]
+        found = np.array([i for i, lab in enumerate(labels) if (lab == s if still else lab not in (-100, s))])
         if not len(found):
-            raise SystemExit(f"--still-rows: no clip in {self.data_path} is still; encode more clips (--n-clips)")
+            raise SystemExit(f"{option}: no clip in {self.data_path} {'is still' if still else 'moves'}; "
+                             "encode more clips (--n-clips)")
         return found
-
-    def _moving_clips(self, caps: list[dict], option: str) -> np.ndarray:
-        """Indices of the cached clips whose full caption names a direction other than still."""
-        still = list(spec.DIRECTIONS).index("still")
-        moving = np.array([i for i, c in enumerate(caps) if self._direction_label(c["full"]) not in (-100, still)])
-        if not len(moving):
-            raise SystemExit(f"{option}: no clip in {self.data_path} moves; encode more clips (--n-clips)")
-        return moving
 
     @property
     def data_path(self) -> Path:
@@ -533,12 +528,12 @@ class Trainer:
         k_terminal = int(self.state.get("terminal_rows", 0)) if stage == "video" else 0
         if k_terminal and not self.pure_noise_at_last_step:
             raise SystemExit("--terminal-rows needs --v-zero-snr: on ModelScope's schedule the last timestep is not pure noise")
-        moving = self._moving_clips(caps, "--terminal-rows") if k_terminal else None
+        moving = self._clips(caps, "--terminal-rows") if k_terminal else None
         # Still rows: the first K rows of every video batch are still clips with full captions,
         # at the batch's timesteps. Drawn uniformly, "moving still" is 1 caption in 13 and the
         # 8-to-1 moving majority pulls still prompts into a drift over the sampling steps.
         k_still_rows = int(self.state.get("still_rows", 0)) if stage == "video" else 0
-        still_clips = self._still_clips(caps) if k_still_rows else None
+        still_clips = self._clips(caps, "--still-rows", still=True) if k_still_rows else None
         losses, image_losses, aux_losses, pos_losses = [], [], [], []
         t0, n_run = time.time(), 0
         while self.state["step"] < total and not self._out_of_time(deadline):
