@@ -172,21 +172,27 @@ def test_opening_frames_is_refused_outside_a_terminal_sitting(tmp_path, capsys, 
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # refused before any training
 
 
+def record_batches(t: train_toy.Trainer):
+    """Spy on ``t``'s training steps: returns a function giving (timesteps, prompts) per step."""
+    calls = []  # [timesteps, None] per UNet call, [None, prompts] per text encoding
+    t.c.unet.register_forward_pre_hook(lambda _m, args: calls.append([args[1].tolist(), None]))
+    encode = t._encode
+    t._encode = lambda prompts: (calls.append([None, list(prompts)]), encode(prompts))[1]
+    # _encode runs before each UNet call: pair them up.
+    return lambda: [(calls[i + 1][0], calls[i][1]) for i in range(0, len(calls), 2)]
+
+
 def test_terminal_rows_put_the_last_rows_of_each_video_batch_at_pure_noise(tmp_path):
     work = tmp_path / "run"
     trainer(work, n_clips=12, video_batch=3).run(minutes=5)
     with pytest.raises(SystemExit, match="--terminal-rows needs --v-zero-snr"):
         trainer(work).run(minutes=5, extend=("video", 2), terminal_rows=1)
     t = trainer(work)
-    batches = []  # [timesteps, None] per UNet call, [None, prompts] per text encoding
-    t.c.unet.register_forward_pre_hook(lambda _m, args: batches.append([args[1].tolist(), None]))
-    encode = t._encode
-    t._encode = lambda prompts: (batches.append([None, list(prompts)]), encode(prompts))[1]
+    batches = record_batches(t)
     t.run(minutes=5, extend=("video", 6), v_zero_snr=True, terminal_rows=2, image_every=3,
           argv=["--extend-video", "6", "--v-zero-snr", "--terminal-rows", "2"])
     assert t.state["stage"] == "done" and t.history[-1]["from"]["terminal_rows"] == 2
-    # _encode runs before each UNet call: pair them up.
-    steps = [(batches[i + 1][0], batches[i][1]) for i in range(0, len(batches), 2)]
+    steps = batches()
     assert len(steps) == 6
     for step, (ts, prompts) in enumerate(steps):
         if step % 3 == 2:  # an image batch: no terminal rows
@@ -201,15 +207,12 @@ def test_still_rows_put_still_clips_with_full_captions_first_in_each_video_batch
     work = tmp_path / "run"
     trainer(work, n_clips=27, video_batch=3).run(minutes=5)
     t = trainer(work)
-    batches = []  # [timesteps, None] per UNet call, [None, prompts] per text encoding
-    t.c.unet.register_forward_pre_hook(lambda _m, args: batches.append([args[1].tolist(), None]))
-    encode = t._encode
-    t._encode = lambda prompts: (batches.append([None, list(prompts)]), encode(prompts))[1]
+    batches = record_batches(t)
     t.run(minutes=5, extend=("video", 6), still_rows=2, image_every=3,
           argv=["--extend-video", "6", "--still-rows", "2"])
     assert t.state["stage"] == "done" and t.history[-1]["from"]["still_rows"] == 2
     still = list(spec.DIRECTIONS).index("still")
-    steps = [(batches[i + 1][0], batches[i][1]) for i in range(0, len(batches), 2)]
+    steps = batches()
     assert len(steps) == 6
     for step, (ts, prompts) in enumerate(steps):
         if step % 3 == 2:  # an image batch: a single frame shows no motion, no still rows
