@@ -18,12 +18,10 @@ import numpy as np
 
 from _common import machine, toy_handle
 
-NEW_SUBJECTS = [("blue", "square", "gray"), ("green", "triangle", "gray"), ("yellow", "square", "black"),
-                ("cyan", "triangle", "black"), ("magenta", "square", "gray"), ("white", "triangle", "gray"),
-                ("blue", "triangle", "black"), ("green", "square", "black")]
 
 
 def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float, init=None, blend: float = 1.0) -> dict:
+    from cav_core.demo import NEW_SUBJECTS
     from cav_core.sample import generate
     from cav_core.toyworld import measures
 

@@ -16,6 +16,11 @@ from .errors import InputError
 from .toyworld import ASSETS_DIR
 
 DEFAULT_PROMPT = "a blue square {motion} on a gray background"
+# (color, shape, background) for measuring motion transfer: each differs from the bundled
+# clips' red subjects in color and from the circle clip's in shape or background too.
+NEW_SUBJECTS = [("blue", "square", "gray"), ("green", "triangle", "gray"), ("yellow", "square", "black"),
+                ("cyan", "triangle", "black"), ("magenta", "square", "gray"), ("white", "triangle", "gray"),
+                ("blue", "triangle", "black"), ("green", "square", "black")]
 
 
 def bundled_clip(name: str) -> tuple[Path, dict]:

@@ -91,11 +91,14 @@ def test_t_lora_learns_a_held_out_motion(toy):
     """Issue #5's goal over the 8 prompts of new color, shape and background that
     benchmarks/motion_transfer.py uses, one seed each: fidelity >= 0.8 and the prompt's color
     in >= 80% of samples (v5 and v6 met it there over 16 seeds: 0.84 / 0.82; on one prompt
-    alone, a blue square on gray, 6 seeds gave v6 0.77). With the library defaults (1000
+    alone, a blue square on gray, 6 seeds gave v6 0.77). On v6 it sits at its floor: a T-LoRA
+    trained twice with the same seed differs (README, "Training defaults"), and two runs of this
+    test gave >= 0.80 and 0.76. With the library defaults (1000
     steps at 2e-3 on t >= 300, on the clip and its two hue rotations; sampled on t >= 600, on
     the prompt's guidance branch only). The wider benchmark (8 prompts x 2 seeds, each absorber
     kind) is `benchmarks/motion_transfer.py` (README "Training defaults")."""
     from cav_core.data import load_video_clip
+    from cav_core.demo import NEW_SUBJECTS
     from cav_core.train import train_temporal_lora
 
     meta = json.loads((ASSETS_DIR / "circle.json").read_text())
@@ -103,12 +106,9 @@ def test_t_lora_learns_a_held_out_motion(toy):
     tlora = train_temporal_lora(toy, frames, meta["captions"]["full"], seed=0)
     ref = np.asarray(meta["centers"])
     h = toy.with_lora(tlora.lora)
-    subjects = [("blue", "square", "gray"), ("green", "triangle", "gray"), ("yellow", "square", "black"),
-                ("cyan", "triangle", "black"), ("magenta", "square", "gray"), ("white", "triangle", "gray"),
-                ("blue", "triangle", "black"), ("green", "square", "black")]
     fid, colors_ok = [], []
-    for i, (color, shape, bg) in enumerate(subjects):
-        prompt = f"a {color} {shape} moving in a circle on a {bg} background"
+    for i, (color, shape, bg) in enumerate(NEW_SUBJECTS):
+        prompt = f"a {color} {shape} {meta['motion_phrase']} on a {bg} background"
         clip = sample.generate(h, prompt, seed=100 + i)[0].numpy()
         fid.append(measures.motion_fidelity(measures.centroid_track(clip), ref))
         colors_ok.append(measures.object_color(clip) == color)
