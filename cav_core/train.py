@@ -78,8 +78,20 @@ class TrainJob:
     losses: list[float] = field(default_factory=list)
 
 
+def _step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step)) % 2**63
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % 2**63)
+    return torch.Generator().manual_seed(_step_seed(seed, step))
+
+
+def _seed_step_dropout(seed: int, step: int) -> None:
+    """Seed the global RNG for one step: the UNet3D's temporal convolutions keep diffusers'
+    dropout (p = 0.1) in training, and it draws from the global RNG, so without this the same
+    seed trained a different LoRA each run (and a resumed run was not the run it continued).
+    Mixed so that the masks do not replay the step generator's stream."""
+    torch.manual_seed(_step_seed(seed, step) ^ 0x5DEECE66D)
 
 
 @contextlib.contextmanager
@@ -183,8 +195,10 @@ def run_training(job: TrainJob) -> list[float]:
     saved = start if start > 0 else None  # step of this run's checkpoint on disk
     unet.train()
     try:
-        with _checkpointed_blocks(unet, use_ckpt):
+        rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+        with _checkpointed_blocks(unet, use_ckpt), torch.random.fork_rng(devices=rng_devices):
             for step in range(start, job.steps):
+                _seed_step_dropout(job.seed, step)
                 g = _step_generator(job.seed, step)
                 x0, cond = job.batch(step, g)
                 noise = torch.randn(x0.shape, generator=g)
