@@ -19,7 +19,6 @@ import numpy as np
 from _common import machine, toy_handle
 
 
-
 def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float, init=None, blend: float = 1.0) -> dict:
     from cav_core.demo import NEW_SUBJECTS
     from cav_core.sample import generate

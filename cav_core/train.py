@@ -195,8 +195,8 @@ def run_training(job: TrainJob) -> list[float]:
     saved = start if start > 0 else None  # step of this run's checkpoint on disk
     unet.train()
     try:
-        rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-        with _checkpointed_blocks(unet, use_ckpt), torch.random.fork_rng(devices=rng_devices):
+        cuda_ids = [torch.cuda.current_device() if dev.index is None else dev.index] if dev.type == "cuda" else []
+        with _checkpointed_blocks(unet, use_ckpt), torch.random.fork_rng(devices=cuda_ids):
             for step in range(start, job.steps):
                 _seed_step_dropout(job.seed, step)
                 g = _step_generator(job.seed, step)
