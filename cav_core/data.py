@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import CavError, InputError, VideoReadError
-from .video_io import check_complete, video_stream
+from .errors import InputError, VideoReadError
+from .video_io import display_size, frame_to_rgb, open_video, rgb_to_float
 
 #: Before the final antialiased resize, frames much larger than the target are shrunk by
 #: the decoder (area filter) to this multiple of the scaled size: a 4K or 8K source then
@@ -115,8 +116,30 @@ def frames_from_images(images: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- resize / crop
 
-def _scaled_size(h: int, w: int, th: int, tw: int) -> tuple[int, int]:
-    """Smallest size with the source aspect that covers (th, tw)."""
+#: How a frame of another shape is fit to the model's (H, W): ``crop`` scales it to cover
+#: and cuts the centre (nothing stretched, the edges lost), ``pad`` scales it to fit
+#: inside and adds black bars (the whole frame kept), ``stretch`` scales each side on its
+#: own (the whole frame kept, shapes distorted).
+FIT_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
+
+
+def check_fit(fit: Any) -> str:
+    """``fit`` as one of :data:`FIT_MODES`, else an :class:`InputError` naming the flag and widget."""
+    if isinstance(fit, str) and fit.strip().lower() in FIT_MODES:
+        return fit.strip().lower()
+    raise InputError(f"fit must be one of {', '.join(FIT_MODES)} (--fit on the command line, the 'fit' widget of "
+                     f"Load Reference Video), got {fit!r}")
+
+
+def _scaled_size(h: int, w: int, th: int, tw: int, fit: str = "crop") -> tuple[int, int]:
+    """The size a (h, w) frame is resized to before it is cut or padded to (th, tw):
+    the smallest with the source aspect that covers it (crop), the largest that fits
+    inside it (pad), or (th, tw) itself (stretch)."""
+    if fit == "stretch":
+        return th, tw
+    if fit == "pad":
+        s = min(th / h, tw / w)
+        return min(th, max(1, round(h * s))), min(tw, max(1, round(w * s)))
     s = max(th / h, tw / w)
     return max(th, math.ceil(h * s - 1e-6)), max(tw, math.ceil(w * s - 1e-6))
 
@@ -129,18 +152,28 @@ def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
 
 
-def fit_frames(frames: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize ``frames`` (F, H, W, C) to cover ``size`` = (H, W) keeping the aspect, then
-    center-crop to exactly that size (nothing is stretched)."""
+def fit_frames(frames: torch.Tensor, size: Sequence[int], fit: str = "crop") -> torch.Tensor:
+    """``frames`` (F, H, W, C) at exactly ``size`` = (H, W), by ``fit`` (see :data:`FIT_MODES`):
+    ``crop`` (the default) resizes to cover keeping the aspect and cuts the centre;
+    ``pad`` resizes to fit inside keeping the aspect and centres it on black; ``stretch``
+    resizes to the size as it is."""
     frames = _check_frames(frames)
     th, tw = _check_size(size)
+    fit = check_fit(fit)
     _, h, w, _ = frames.shape
     if (h, w) == (th, tw):
         return frames
-    sh, sw = _scaled_size(h, w, th, tw)
+    sh, sw = _scaled_size(h, w, th, tw, fit)
     x = _resize(frames.permute(0, 3, 1, 2).float(), sh, sw)
-    top, left = (sh - th) // 2, (sw - tw) // 2
-    return x[:, :, top:top + th, left:left + tw].permute(0, 2, 3, 1).contiguous()
+    if fit == "pad":
+        top, left = (th - sh) // 2, (tw - sw) // 2
+        out = x.new_zeros(x.shape[0], x.shape[1], th, tw)
+        out[:, :, top:top + sh, left:left + sw] = x
+        x = out
+    else:
+        top, left = (sh - th) // 2, (sw - tw) // 2
+        x = x[:, :, top:top + th, left:left + tw]
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def random_patch_crops(frames: torch.Tensor, n: int, crop_range: Sequence[float] = (0.6, 1.0),
@@ -200,38 +233,36 @@ def model_to_frames(x: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- video files
 
-def _decode_size(fw: int, fh: int, size: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(width, height) to have the decoder shrink a frame to, or None to keep it."""
+def _decode_size(fw: int, fh: int, size: tuple[int, int] | None, fit: str) -> tuple[int, int] | None:
+    """(width, height) to have the decoder shrink a (displayed) frame to, or None to keep it."""
     if size is None:
         return None
-    sh, sw = _scaled_size(fh, fw, *size)
+    sh, sw = _scaled_size(fh, fw, *size, fit)
     ph, pw = math.ceil(sh * PRESHRINK_MARGIN), math.ceil(sw * PRESHRINK_MARGIN)
     if ph >= fh or pw >= fw:
         return None
     return pw, ph
 
 
-def _to_rgb(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
-    shrink = _decode_size(frame.width, frame.height, size)
-    if shrink is None:
-        return frame.to_ndarray(format="rgb24")
-    return frame.reformat(width=shrink[0], height=shrink[1], format="rgb24",
-                          interpolation="AREA").to_ndarray()
+def _to_rgb(frame: Any, size: tuple[int, int] | None, fit: str = "crop") -> np.ndarray:
+    return frame_to_rgb(frame, _decode_size(*display_size(frame), size, fit))
 
 
 def _pick_frames(container: Any, stream: Any, targets: list[float], t0: float | None,
-                 size: tuple[int, int] | None) -> tuple[list[np.ndarray | None], dict]:
+                 size: tuple[int, int] | None, fit: str = "crop",
+                 hold_last: bool = False) -> tuple[list[np.ndarray | None], dict]:
     """Nearest decoded frame for each target time (seconds from the video's first frame).
 
     Streams through the file keeping only the previous frame, so memory holds the picked
     frames only, and stops as soon as every target is served. Returns the picks (None
-    for targets past the end) and what was seen (for the too-short message)."""
+    for targets past the end, unless ``hold_last`` repeats the last frame there once the
+    video has given at least one) and what was seen (for the too-short message)."""
     picks: list[np.ndarray | None] = [None] * len(targets)
     cache: dict[int, np.ndarray] = {}
 
     def rgb(item: tuple[int, float, Any]) -> np.ndarray:
         if item[0] not in cache:
-            cache[item[0]] = _to_rgb(item[2], size)
+            cache[item[0]] = _to_rgb(item[2], size, fit)
         return cache[item[0]]
 
     rate = float(stream.average_rate or stream.guessed_rate or 0.0) or None
@@ -270,20 +301,29 @@ def _pick_frames(container: Any, stream: Any, targets: list[float], t0: float | 
         while k < len(targets) and targets[k] <= end + 1e-9:
             picks[k] = rgb(prev)
             k += 1
+    seen["held"] = 0
+    if hold_last and prev is not None and 0 < k < len(targets):
+        seen["held"] = len(targets) - k
+        picks[k:] = [rgb(prev)] * seen["held"]
+        k = len(targets)
     seen["complete"] = k == len(targets)
     return picks, seen
 
 
 def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 8.0, start: float = 0.0,
-                    size: Sequence[int] | None = None) -> torch.Tensor:
+                    size: Sequence[int] | None = None, fit: str = "crop", hold_last: bool = False) -> torch.Tensor:
     """``num_frames`` frames of the video at ``path`` sampled at ``fps``, from ``start``
     seconds: float32 (F, H, W, 3) in 0..1.
 
     Frame k is the source frame shown at time ``start + k / fps`` (the nearest by
-    timestamp), so a 24 fps source read at 8 fps takes every third frame and a variable
-    frame rate is followed. ``size=(H, W)`` resizes and center-crops (see
-    :func:`fit_frames`); large sources are shrunk while decoding. mp4, webm, mov, mkv
-    and gif all decode through PyAV.
+    presentation timestamp), so a 25 fps source read at 8 fps takes frames 0, 3, 6, 9,
+    13, ... and a variable frame rate is followed. ``size=(H, W)`` fits the frames to that
+    size by ``fit`` (see :func:`fit_frames`: centre ``crop``, ``pad`` or ``stretch``);
+    large sources are shrunk while decoding. Frames are as a player shows them: a phone's
+    rotation is applied and 10-bit sources keep their levels (``video_io.frame_to_rgb``).
+    A video too short for the request is an :class:`InputError` naming its duration,
+    unless ``hold_last`` repeats its last frame for the missing ones (with a warning).
+    mp4, webm, mov, mkv and gif all decode through PyAV.
     """
     p = Path(path)
     num_frames = _count(num_frames, "num_frames")
@@ -295,66 +335,67 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
         raise InputError(f"fps must be a positive number of frames per second, got {fps!r}")
     if not math.isfinite(start_f) or start_f < 0:
         raise InputError(f"start must be a time in seconds >= 0, got {start!r}")
-    fit = None if size is None else _check_size(size)
-    if not p.is_file():
-        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
-        raise VideoReadError(f"cannot read video {p}: the file {what}")
-    check_complete(p)
+    target = None if size is None else _check_size(size)
+    fit = check_fit(fit)
+    if not isinstance(hold_last, bool):
+        raise InputError(f"hold_last must be True or False (--hold-last, the 'hold_last_frame' widget), "
+                         f"got {hold_last!r}")
     targets = [start_f + k / fps_f for k in range(num_frames)]
 
     import av
 
-    try:
-        with av.open(str(p), mode="r") as container:
-            stream = video_stream(container, p)
-            need = num_frames * (stream.width or 0) * (stream.height or 0) * 3 * 4
-            if fit is None and need > MAX_UNRESIZED_BYTES:
-                raise InputError(f"video {p} is {stream.width}x{stream.height}: {num_frames} frames at full size "
-                                 f"would take {need / 1024**3:.1f} GiB; pass size=(height, width) to resize while "
-                                 f"decoding, or take fewer frames")
-            stream.thread_type = "AUTO"
-            tb = stream.time_base
-            t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
-            picks = seen = None
-            if start_f >= SEEK_MIN_START_S and t0 is not None:
-                try:
-                    container.seek(int((t0 + start_f) / tb), stream=stream, backward=True, any_frame=False)
-                    picks, seen = _pick_frames(container, stream, targets, t0, fit)
-                    seen["frames_counted_from_seek"] = True
-                    # An imprecise seek lands after the start: then decode from the top.
-                    if seen["first_t"] is None or seen["first_t"] > start_f + 0.5 / fps_f:
-                        picks = None
-                except av.error.FFmpegError:
+    with open_video(p) as (container, stream):
+        need = num_frames * (stream.width or 0) * (stream.height or 0) * 3 * 4
+        if target is None and need > MAX_UNRESIZED_BYTES:
+            raise InputError(f"video {p} is {stream.width}x{stream.height}: {num_frames} frames at full size "
+                             f"would take {need / 1024**3:.1f} GiB; pass size=(height, width) to resize while "
+                             f"decoding, or take fewer frames")
+        stream.thread_type = "AUTO"
+        tb = stream.time_base
+        t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
+        picks = seen = None
+        if start_f >= SEEK_MIN_START_S and t0 is not None:
+            try:
+                container.seek(int((t0 + start_f) / tb), stream=stream, backward=True, any_frame=False)
+                picks, seen = _pick_frames(container, stream, targets, t0, target, fit, hold_last)
+                seen["frames_counted_from_seek"] = True
+                # An imprecise seek lands after the start: then decode from the top.
+                if seen["first_t"] is None or seen["first_t"] > start_f + 0.5 / fps_f:
                     picks = None
-                if picks is None:
-                    container.seek(0, stream=stream, backward=True, any_frame=False)
+            except av.error.FFmpegError:
+                picks = None
             if picks is None:
-                picks, seen = _pick_frames(container, stream, targets, t0, fit)
-    except CavError:
-        raise
-    except Exception as e:  # av.error.FFmpegError and friends: not a video, truncated, unknown codec
-        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}; is it a video file "
-                             f"(mp4, webm, mov, mkv, gif)?") from e
+                container.seek(0, stream=stream, backward=True, any_frame=False)
+        if picks is None:
+            picks, seen = _pick_frames(container, stream, targets, t0, target, fit, hold_last)
     if seen["frames"] == 0:
         raise VideoReadError(f"cannot read video {p}: it contains no decodable frames")
     if not seen["complete"]:
         _raise_too_short(p, picks, seen, num_frames, fps_f, start_f)
-    frames = torch.from_numpy(np.stack(picks)).float().div_(255.0)
-    return fit_frames(frames, fit) if fit is not None else frames
+    if seen["held"]:
+        warnings.warn(f"video {p} ends at {_duration(seen):.2f} s: its last frame is held for the last "
+                      f"{seen['held']} of {num_frames} frames (hold_last)", stacklevel=2)
+    frames = torch.from_numpy(rgb_to_float(np.stack(picks)))
+    return fit_frames(frames, target, fit) if target is not None else frames
+
+
+def _duration(seen: dict) -> float:
+    return (seen["last_t"] or 0.0) + (seen["step"] or 0.0)
 
 
 def _raise_too_short(p: Path, picks: list, seen: dict, num_frames: int, fps: float, start: float) -> None:
     step = seen["step"] or 0.0
-    duration = (seen["last_t"] or 0.0) + step
+    duration = _duration(seen)
     end_needed = start + num_frames / fps  # the last sampled frame is shown for 1/fps too
     got = sum(x is not None for x in picks)
     src = f"{1.0 / step:.3g} fps" if step else "unknown fps"
     # After a seek the decoder saw only the frames from a key frame on.
     found = src if seen.get("frames_counted_from_seek") else f"{seen['frames']} frames, {src}"
     if start >= duration:
-        raise InputError(f"video {p} is too short: start={start:g} s is past its end ({duration:.2f} s, {found}); "
-                         f"use a start below {duration:.2f} s")
+        raise InputError(f"video {p} is too short: start={start:g} s (--start) is past its end ({duration:.2f} s, "
+                         f"{found}); use a start below {duration:.2f} s")
     raise InputError(
         f"video {p} is too short: it lasts {duration:.2f} s ({found}); {num_frames} frames at {fps:g} fps "
-        f"from start={start:g} s need it to run to {end_needed:.2f} s, and only {got} fit. Lower num_frames "
-        f"(at most {max(1, got)} here), lower fps, or start earlier.")
+        f"from start={start:g} s need it to run to {end_needed:.2f} s, and only {got} fit. Take at most "
+        f"{max(1, got)} frames (--frames, num_frames), a lower --fps or an earlier --start, or hold the last "
+        f"frame for the rest (--hold-last, hold_last_frame).")

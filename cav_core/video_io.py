@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
-from .errors import InputError, VideoReadError
+from .errors import CavError, InputError, VideoReadError
 from .fileutil import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -165,6 +167,75 @@ def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True)
     return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite)
 
 
+@contextmanager
+def open_video(path: PathLike) -> Iterator[tuple[Any, Any]]:
+    """The one way in to a video file: ``(container, stream)`` of its first video stream.
+
+    Checks what ffmpeg would not (missing, a folder, empty, cut short, a still image or
+    text file, no video stream), and turns any decoding failure inside the ``with`` block
+    into a :class:`VideoReadError` naming the path; the project's own errors pass as they
+    are. :func:`read_video` and ``data.load_video_clip`` both read through it, with
+    :func:`frame_to_rgb`, so every reader sees the same frames."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
+        raise VideoReadError(f"cannot read video {p}: the file {what}")
+    check_complete(p)
+    import av
+
+    try:
+        with av.open(str(p), mode="r") as container:
+            yield container, video_stream(container, p)
+    except CavError:
+        raise
+    except Exception as e:  # av.error.FFmpegError and friends: not a video, truncated, unknown codec
+        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}; is it a video file "
+                             f"(mp4, webm, mov, mkv, gif)?") from e
+
+
+def _quarter_turns(frame: Any) -> int:
+    """Counter-clockwise quarter turns the display matrix asks for (0..3). Phones store a
+    portrait clip as landscape pixels plus a rotation; ffmpeg's command line applies it,
+    PyAV leaves it to the caller."""
+    try:
+        degrees = float(frame.rotation)
+    except Exception:  # no display matrix, or one PyAV cannot read
+        return 0
+    if not -360.0 <= degrees <= 360.0:  # an unset / malformed matrix reads as a huge number
+        return 0
+    return round(degrees / 90.0) % 4
+
+
+def display_size(frame: Any) -> tuple[int, int]:
+    """(width, height) of a decoded frame as it is shown, after its rotation."""
+    return (frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height)
+
+
+def frame_to_rgb(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded PyAV frame as an (H, W, 3) RGB array the way a player shows it: rotated by
+    its display matrix, converted with its own colour range and matrix (PyAV reads them
+    from the frame), uint8 for 8-bit sources and uint16 (0..65535) for deeper ones, so a
+    10-bit clip keeps its extra levels; :func:`rgb_to_float` maps either to 0..1.
+
+    ``size`` = (width, height) as displayed has the decoder shrink the frame (area filter)
+    on the way, so a 4K source never exists at full size."""
+    turns = _quarter_turns(frame)
+    deep = max((c.bits for c in frame.format.components), default=8) > 8
+    fmt = "rgb48le" if deep else "rgb24"
+    if size is None:
+        a = frame.to_ndarray(format=fmt)
+    else:
+        w, h = size if turns % 2 == 0 else size[::-1]
+        a = frame.reformat(width=w, height=h, format=fmt, interpolation="AREA").to_ndarray()
+    return np.ascontiguousarray(np.rot90(a, turns)) if turns else a
+
+
+def rgb_to_float(rgb: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 RGB from :func:`frame_to_rgb` as float32 in 0..1."""
+    scale = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    return rgb.astype(np.float32) / np.float32(scale)
+
+
 def read_video(path: PathLike) -> tuple[np.ndarray, float]:
     """Decode every frame of ``path``: float32 (F, H, W, 3) RGB in 0..1, and the average fps.
 
@@ -173,37 +244,24 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float]:
     cannot be decoded, or has no frames.
     """
     p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
-        raise VideoReadError(f"cannot read video {p}: the file {what}")
-    check_complete(p)
-    import av
-
     frames: list[np.ndarray] = []
     times: list[float] = []
-    try:
-        with av.open(str(p), mode="r") as container:
-            stream = video_stream(container, p)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                held = len(frames) * frames[0].size * 4  # bytes once converted to float32
-                if held > MAX_READ_BYTES:
-                    raise InputError(f"video {p} is too large to read whole: {len(frames)} frame(s) of "
-                                     f"{frame.width}x{frame.height} already take {held / 1024**3:.1f} GiB; load a "
-                                     f"clip of it resized instead (data.load_video_clip with size and num_frames)")
-                if frame.time is not None:
-                    times.append(float(frame.time))
-            avg = stream.average_rate
-            guessed = getattr(stream, "guessed_rate", None)
-    except (VideoReadError, InputError):
-        raise
-    except Exception as e:  # av.error.FFmpegError and friends, plus anything odd in decoding
-        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}; is it a video file "
-                             f"(mp4, webm, mov, mkv, gif)?") from e
+    with open_video(p) as (container, stream):
+        for frame in container.decode(stream):
+            frames.append(frame_to_rgb(frame))
+            held = len(frames) * frames[0].size * 4  # bytes once converted to float32
+            if held > MAX_READ_BYTES:
+                raise InputError(f"video {p} is too large to read whole: {len(frames)} frame(s) of "
+                                 f"{frame.width}x{frame.height} already take {held / 1024**3:.1f} GiB; load a "
+                                 f"clip of it resized instead (data.load_video_clip with size and num_frames)")
+            if frame.time is not None:
+                times.append(float(frame.time))
+        avg = stream.average_rate
+        guessed = getattr(stream, "guessed_rate", None)
     if not frames:
         raise VideoReadError(f"cannot read video {p}: it contains no decodable frames")
     fps = _average_fps(times, avg, guessed)
-    return np.stack(frames).astype(np.float32) / 255.0, fps
+    return rgb_to_float(np.stack(frames)), fps
 
 
 def _average_fps(times: list[float], avg: Any, guessed: Any) -> float:

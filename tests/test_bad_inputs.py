@@ -236,12 +236,13 @@ def test_bad_input_text_file_instead_of_video(tmp_path, out):
 
 def test_bad_input_too_few_frames(clips, tmp_path, out):
     with refused(InputError, r"lasts 1\.00 s \(8 frames, 8 fps\); 16 frames at 8 fps from start=0 s need it to "
-                 r"run to 2\.00 s, and only 8 fit\. Lower num_frames \(at most 8 here\)", tmp_path):
+                 r"run to 2\.00 s, and only 8 fit\. Take at most 8 frames \(--frames, num_frames\), a lower --fps or "
+                 r"an earlier --start, or hold the last frame for the rest \(--hold-last, hold_last_frame\)", tmp_path):
         load_video_clip(clips / "clip8.mp4", num_frames=16, fps=8)
 
 
 def test_bad_input_start_past_the_end(clips, tmp_path, out):
-    with refused(InputError, r"start=5 s is past its end \(1\.00 s, 8 fps\); use a start below 1\.00 s", tmp_path):
+    with refused(InputError, r"start=5 s \(--start\) is past its end \(1\.00 s, 8 fps\); use a start below 1\.00 s", tmp_path):
         load_video_clip(clips / "clip8.mp4", num_frames=2, start=5)
 
 
@@ -253,6 +254,8 @@ def test_bad_input_start_past_the_end(clips, tmp_path, out):
     (dict(start=-1), "start must be a time in seconds >= 0"),
     (dict(size=(0, 32)), "size must be two positive whole numbers"),
     (dict(size="32x32"), r"size must be \(height, width\)"),
+    (dict(fit="zoom"), r"fit must be one of crop, pad, stretch \(--fit on the command line, the 'fit' widget"),
+    (dict(hold_last="yes"), r"hold_last must be True or False \(--hold-last, the 'hold_last_frame' widget\)"),
 ])
 def test_bad_input_clip_arguments(clips, tmp_path, out, kw, match):
     with refused(InputError, match, tmp_path):
@@ -281,7 +284,7 @@ def huge_video(tmp_path_factory):
 def test_bad_input_huge_resolution_is_resized_while_decoding(huge_video, tmp_path, out, monkeypatch):
     sizes = []
     to_rgb = data._to_rgb
-    monkeypatch.setattr(data, "_to_rgb", lambda frame, size: sizes.append(to_rgb(frame, size).shape) or to_rgb(frame, size))
+    monkeypatch.setattr(data, "_to_rgb", lambda *a: sizes.append(to_rgb(*a).shape) or to_rgb(*a))
     before = snapshot(tmp_path)
     x = load_video_clip(huge_video, num_frames=2, fps=8, size=(32, 32))
     assert x.shape == (2, 32, 32, 3) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1

@@ -157,7 +157,7 @@ def test_large_source_is_shrunk_while_decoding(tmp_path, monkeypatch):
     p = write_video(tmp_path / "big.mp4", big, 8)
     seen = []
     real = data._to_rgb
-    monkeypatch.setattr(data, "_to_rgb", lambda f, s: seen.append(a := real(f, s)) or a)
+    monkeypatch.setattr(data, "_to_rgb", lambda *args: seen.append(a := real(*args)) or a)
     frames = load_video_clip(p, num_frames=3, fps=8, size=(32, 32))
     assert frames.shape == (3, 32, 32, 3)
     assert all(a.shape[0] <= 2 * 32 + 1 for a in seen)  # never the full 480x640 frame
