@@ -77,7 +77,13 @@ def _frames(args: argparse.Namespace, handle):
     from .sample import latent_size
 
     h, w, _, _ = latent_size(handle.base, args.height, args.width)
-    return load_video_clip(args.video, num_frames=args.frames, fps=args.fps, start=args.start, size=(h, w))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        frames = load_video_clip(args.video, num_frames=args.frames, fps=args.fps, start=args.start, size=(h, w),
+                                 fit=args.fit, hold_last=args.hold_last)
+    for w_ in caught:  # the held last frame: one line, not a warning's file:line header
+        print(f"note: {w_.message}", flush=True)
+    return frames
 
 
 def _out_path(path: Path, overwrite: bool) -> Path:
@@ -221,6 +227,8 @@ COMMANDS = {"info": cmd_info, "train-absorber": cmd_train_absorber, "train-tempo
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .video_io import FIT_MODES  # torch-free: --help stays fast
+
     ap = argparse.ArgumentParser(prog="python -m cav_core", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", type=Path, help="diffusers text-to-video folder (default: embedded toy model)")
@@ -233,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--frames", type=int, default=16, help="frames taken from the video (default 16)")
     video.add_argument("--fps", type=float, default=8.0, help="rate the frames are taken at (default 8)")
     video.add_argument("--start", type=float, default=0.0, help="start time in seconds")
+    video.add_argument("--fit", choices=FIT_MODES, default="crop",
+                       help="another shape than the model's: crop the centre (default), pad with black bars, "
+                            "or stretch")
+    video.add_argument("--hold-last", action="store_true",
+                       help="if the video ends before --frames at --fps are taken, repeat its last frame "
+                            "(default: stop with an error naming its duration)")
     size = argparse.ArgumentParser(add_help=False)
     size.add_argument("--height", type=int, default=None, help="default: the model's native size")
     size.add_argument("--width", type=int, default=None)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError, VideoReadError
-from .video_io import display_size, frame_to_rgb, open_video, rgb_to_float
+from .video_io import check_fit, display_size, frame_to_rgb, open_video, rgb_to_float
 
 #: Before the final antialiased resize, frames much larger than the target are shrunk by
 #: the decoder (area filter) to this multiple of the scaled size: a 4K or 8K source then
@@ -116,21 +116,6 @@ def frames_from_images(images: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- resize / crop
 
-#: How a frame of another shape is fit to the model's (H, W): ``crop`` scales it to cover
-#: and cuts the centre (nothing stretched, the edges lost), ``pad`` scales it to fit
-#: inside and adds black bars (the whole frame kept), ``stretch`` scales each side on its
-#: own (the whole frame kept, shapes distorted).
-FIT_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
-
-
-def check_fit(fit: Any) -> str:
-    """``fit`` as one of :data:`FIT_MODES`, else an :class:`InputError` naming the flag and widget."""
-    if isinstance(fit, str) and fit.strip().lower() in FIT_MODES:
-        return fit.strip().lower()
-    raise InputError(f"fit must be one of {', '.join(FIT_MODES)} (--fit on the command line, the 'fit' widget of "
-                     f"Load Reference Video), got {fit!r}")
-
-
 def _scaled_size(h: int, w: int, th: int, tw: int, fit: str = "crop") -> tuple[int, int]:
     """The size a (h, w) frame is resized to before it is cut or padded to (th, tw):
     the smallest with the source aspect that covers it (crop), the largest that fits
@@ -153,7 +138,7 @@ def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def fit_frames(frames: torch.Tensor, size: Sequence[int], fit: str = "crop") -> torch.Tensor:
-    """``frames`` (F, H, W, C) at exactly ``size`` = (H, W), by ``fit`` (see :data:`FIT_MODES`):
+    """``frames`` (F, H, W, C) at exactly ``size`` = (H, W), by ``fit`` (``video_io.FIT_MODES``):
     ``crop`` (the default) resizes to cover keeping the aspect and cuts the centre;
     ``pad`` resizes to fit inside keeping the aspect and centres it on black; ``stretch``
     resizes to the size as it is."""

@@ -36,6 +36,22 @@ MAX_READ_BYTES: int = 4 * 1024**3
 stops with an :class:`InputError` instead of running out of memory."""
 
 
+#: How a frame of another shape is fit to the model's (H, W) (``data.fit_frames``; here so the
+#: command line can list them without importing torch): ``crop`` scales it to cover
+#: and cuts the centre (nothing stretched, the edges lost), ``pad`` scales it to fit
+#: inside and adds black bars (the whole frame kept), ``stretch`` scales each side on its
+#: own (the whole frame kept, shapes distorted).
+FIT_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
+
+
+def check_fit(fit: Any) -> str:
+    """``fit`` as one of :data:`FIT_MODES`, else an :class:`InputError` naming the flag and widget."""
+    if isinstance(fit, str) and fit.strip().lower() in FIT_MODES:
+        return fit.strip().lower()
+    raise InputError(f"fit must be one of {', '.join(FIT_MODES)} (--fit on the command line, the 'fit' widget of "
+                     f"Load Reference Video), got {fit!r}")
+
+
 def _to_numpy(frames: Any) -> np.ndarray:
     """numpy view of a numpy array or torch tensor (torch is only touched if given one)."""
     if isinstance(frames, np.ndarray):

@@ -53,13 +53,16 @@ class LoadModelScopeT2V(io.ComfyNode):
 class LoadReferenceVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
+        from cav_core.video_io import FIT_MODES
+
         return io.Schema(
             node_id="LoadReferenceVideo",
             display_name="Load Reference Video",
             category=CATEGORY,
-            description="Reads a reference clip as IMAGE frames, resampled to a frame rate from a start time: one "
-                        "of the clips bundled with the pack (toy world motions) or a video from ComfyUI's input "
-                        "folder or any path.",
+            description="Reads a reference clip as IMAGE frames, resampled to a frame rate from a start time "
+                        "(by the frames' timestamps, so variable-frame-rate phone videos work) and fit to a size by "
+                        "centre crop, pad or stretch: one of the clips bundled with the pack (toy world motions) or "
+                        "a video from ComfyUI's input folder or any path.",
             inputs=[
                 io.Combo.Input("video", options=list(bridge.bundled_clips()) + bridge.input_videos(),
                                default="circle",
@@ -73,13 +76,23 @@ class LoadReferenceVideo(io.ComfyNode):
                 io.Float.Input("start", default=0.0, min=0.0, max=36000.0, step=0.1,
                                tooltip="Start time in seconds."),
                 io.Int.Input("width", default=0, min=0, max=4096, step=8,
-                             tooltip="Resize and center-crop to this width (0 = keep; the training nodes fit "
-                                     "frames to the model's size anyway)."),
+                             tooltip="Fit to this width (0 = the connected model's width, or keep the video's; "
+                                     "the training nodes centre-crop frames to the model's size anyway)."),
                 io.Int.Input("height", default=0, min=0, max=4096, step=8,
-                             tooltip="Resize and center-crop to this height (0 = keep)."),
+                             tooltip="Fit to this height (0 = the connected model's height, or keep the video's)."),
                 io.String.Input("path", default="", optional=True,
                                 tooltip="Optional path to a video file (absolute or relative to the input "
                                         "folder); when set it is used instead of 'video'."),
+                io.Combo.Input("fit", options=list(FIT_MODES), default="crop", optional=True,
+                               tooltip="A video of another shape than width x height (e.g. 1280x720 or 9:16 "
+                                       "portrait for a square model): crop the centre (edges lost), pad with black "
+                                       "bars (whole frame kept), or stretch (whole frame kept, shapes distorted)."),
+                io.Boolean.Input("hold_last_frame", default=False, optional=True,
+                                 tooltip="If the video ends before num_frames at fps are taken, repeat its last "
+                                         "frame (off: stop with an error naming the video's duration)."),
+                T2VModel.Input("model", optional=True,
+                               tooltip="Optional: the model the frames are for; with width and height 0 the frames "
+                                       "are fit to its native size."),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="The clip as an IMAGE batch (one image per "
                                                                     "frame)."),
@@ -91,12 +104,33 @@ class LoadReferenceVideo(io.ComfyNode):
         return bridge.file_stamp_of(bridge.resolve_video, video, path)  # re-read when the file changes
 
     @classmethod
-    def execute(cls, video, num_frames, fps, start, width, height, path="") -> io.NodeOutput:
-        from cav_core.data import load_video_clip
+    def execute(cls, video, num_frames, fps, start, width, height, path="", fit="crop", hold_last_frame=False,
+                model=None) -> io.NodeOutput:
+        import warnings
 
-        size = (height, width) if width > 0 and height > 0 else None
-        frames = load_video_clip(bridge.resolve_video(video, path), num_frames=num_frames, fps=fps, start=start,
-                                 size=size)
+        from cav_core.data import load_video_clip
+        from cav_core.errors import InputError
+        from cav_core.video_io import check_fit
+
+        fit = check_fit(fit)
+        if model is not None:
+            from cav_core.sample import latent_size
+
+            size = latent_size(model.base, height or None, width or None)[:2]
+        elif width > 0 and height > 0:
+            size = (height, width)
+        elif fit != "crop":
+            raise InputError(f"fit={fit!r} needs a size to fit to: set width and height (e.g. 256 x 256 for "
+                             f"ModelScope, 576 x 320 for ZeroScope) or connect the model input; at 0 x 0 the "
+                             f"frames keep the video's size and the training nodes centre-crop them")
+        else:
+            size = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            frames = load_video_clip(bridge.resolve_video(video, path), num_frames=num_frames, fps=fps, start=start,
+                                     size=size, fit=fit, hold_last=bool(hold_last_frame))
+        for w in caught:  # the held last frame
+            bridge.log.warning("Customize-A-Video: %s", w.message)
         return io.NodeOutput(frames, float(fps))
 
 

@@ -242,7 +242,8 @@ def test_bad_input_too_few_frames(clips, tmp_path, out):
 
 
 def test_bad_input_start_past_the_end(clips, tmp_path, out):
-    with refused(InputError, r"start=5 s \(--start\) is past its end \(1\.00 s, 8 fps\); use a start below 1\.00 s", tmp_path):
+    with refused(InputError, r"start=5 s \(--start\) is past its end \(1\.00 s, 8 fps\); use a start below 1\.00 s",
+                 tmp_path):
         load_video_clip(clips / "clip8.mp4", num_frames=2, start=5)
 
 
