@@ -191,6 +191,16 @@ def test_variable_frame_rate_follows_presentation_timestamps(clips):
     assert [index_of(torch.from_numpy(f), len(times), 0.25, 0.5) for f in full] == list(range(len(times)))
 
 
+def test_timestamps_that_do_not_start_at_zero(tmp_path):
+    # A clip cut from a longer recording keeps its timestamps: here the first frame is at 3 s.
+    times = [3.0 + i / 20 for i in range(30)]
+    p = card_clip(tmp_path / "cut.mp4", 180, 320, times, bframes=2)
+    for start in (0.0, 1.0):  # 1 s and later seeks first
+        x = load_video_clip(p, num_frames=4, fps=8, start=start + 0.0025, size=(32, 32))
+        want = nearest([t - 3.0 for t in times], [start + 0.0025 + k / 8 for k in range(4)])
+        assert [index_of(f, len(times), 0.25, 0.5) for f in x] == want, start
+
+
 def test_too_short_names_its_duration_and_the_flags(clips):
     path, _ = clips["720p25"]  # 30 frames at 25 fps: 1.20 s
     with pytest.raises(InputError) as e:
