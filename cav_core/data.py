@@ -301,8 +301,8 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
     seconds: float32 (F, H, W, 3) in 0..1.
 
     Frame k is the source frame shown at time ``start + k / fps`` (the nearest by
-    presentation timestamp), so a 25 fps source read at 8 fps takes frames 0, 3, 6, 9,
-    13, ... and a variable frame rate is followed. ``size=(H, W)`` fits the frames to that
+    presentation timestamp), so a 24 fps source read at 8 fps takes every third frame, a
+    25 or 30 fps one the frame nearest each 1/8 s, and a variable frame rate is followed. ``size=(H, W)`` fits the frames to that
     size by ``fit`` (see :func:`fit_frames`: centre ``crop``, ``pad`` or ``stretch``);
     large sources are shrunk while decoding. Frames are as a player shows them: a phone's
     rotation is applied and 10-bit sources keep their levels (``video_io.frame_to_rgb``).
