@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CavError, InputError, VideoReadError
-from .video_io import check_complete, video_stream
+from .video_io import check_complete, check_video_file, video_stream
 
 #: Before the final antialiased resize, frames much larger than the target are shrunk by
 #: the decoder (area filter) to this multiple of the scaled size: a 4K or 8K source then
@@ -296,9 +296,7 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
     if not math.isfinite(start_f) or start_f < 0:
         raise InputError(f"start must be a time in seconds >= 0, got {start!r}")
     fit = None if size is None else _check_size(size)
-    if not p.is_file():
-        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
-        raise VideoReadError(f"cannot read video {p}: the file {what}")
+    check_video_file(p)
     check_complete(p)
     targets = [start_f + k / fps_f for k in range(num_frames)]
 

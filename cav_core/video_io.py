@@ -149,12 +149,7 @@ def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True)
     ext = p.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(f"cannot write video {p}: extension must be one of {', '.join(SUPPORTED_EXTENSIONS)}")
-    try:
-        fps_f = float(fps)
-    except (TypeError, ValueError):
-        raise InputError(f"fps must be a number, got {fps!r}") from None
-    if not np.isfinite(fps_f) or fps_f <= 0:
-        raise InputError(f"fps must be a positive number, got {fps!r}")
+    fps_f = check_fps(fps)
     data = frames_to_uint8(frames)
     _, h, w, _ = data.shape
     if ext in (".mp4", ".webm") and (h % 2 or w % 2):
@@ -165,6 +160,31 @@ def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True)
     return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite)
 
 
+def check_video_file(p: Path) -> None:
+    """:class:`VideoReadError` unless ``p`` is a regular file: a folder, a missing path, and a
+    FIFO or device (which would block or read forever) each get their own message."""
+    if p.is_file():
+        return
+    if p.is_dir():
+        what = "the file is a folder, not a video file"
+    elif p.exists():
+        what = "it is not a regular file (a FIFO, socket or device); give a video file (--video, path)"
+    else:
+        what = "the file does not exist"
+    raise VideoReadError(f"cannot read video {p}: {what}")
+
+
+def check_fps(fps: Any, what: str = "fps") -> float:
+    """A frame rate to write a video at: a finite number > 0 (at most 1000)."""
+    try:
+        fps_f = float(fps)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {fps!r}") from None
+    if not np.isfinite(fps_f) or not 0 < fps_f <= 1000:
+        raise InputError(f"{what} must be a frame rate in (0, 1000], got {fps!r}")
+    return fps_f
+
+
 def read_video(path: PathLike) -> tuple[np.ndarray, float]:
     """Decode every frame of ``path``: float32 (F, H, W, 3) RGB in 0..1, and the average fps.
 
@@ -173,9 +193,7 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float]:
     cannot be decoded, or has no frames.
     """
     p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
-        raise VideoReadError(f"cannot read video {p}: the file {what}")
+    check_video_file(p)
     check_complete(p)
     import av
 
