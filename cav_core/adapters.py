@@ -239,16 +239,17 @@ def check_delta_sizes(unet: nn.Module, lora: LoraWeights, strength: float, label
         return
     with torch.no_grad():
         for m in lora.modules:
-            d = lora.delta(m) * float(strength)
-            dn = float(torch.linalg.vector_norm(d))
+            a = lora.tensors[f"{m}.lora_A.weight"].double()
+            b = lora.tensors[f"{m}.lora_B.weight"].double()
+            dn = float(torch.linalg.matrix_norm(b @ a)) * abs(lora.alphas[m] / a.shape[0] * float(strength))
             w = unet.get_submodule(m)
             w = w.get_base_layer() if hasattr(w, "get_base_layer") else w
-            wn = float(torch.linalg.vector_norm(w.weight.detach().float()))
-            if not math.isfinite(dn) or dn > MAX_DELTA_RATIO * max(wn, 1e-12):
-                size = "not finite" if not math.isfinite(dn) else f"{dn / max(wn, 1e-12):.3g} times the size of"
-                raise AdapterError(f"{label}: its change to layer {m!r} at strength {strength:g} is {size} the "
-                                   f"layer's own weights, which can only give a black or garbage video; the file "
-                                   f"is broken: use another copy or train it again")
+            wn = max(float(torch.linalg.vector_norm(w.weight.detach().double())), 1e-12)
+            if not math.isfinite(dn) or dn > MAX_DELTA_RATIO * wn:
+                size = "not finite" if not math.isfinite(dn) else f"{dn / wn:.3g} times the size of the layer's own weights"
+                raise AdapterError(f"{label}: its change to layer {m!r} at strength {strength:g} is {size}, which "
+                                   f"can only give a black or garbage video; the file is broken: use another copy "
+                                   f"or train it again")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,12}")
 KNOWN_EXTENSIONS = frozenset({".mp4", ".webm", ".gif", ".mov", ".mkv", ".png", ".jpg", ".jpeg", ".webp",
                               ".safetensors", ".json", ".txt"})
 MAX_NAME_BYTES = 200  # per path part, below the 255-byte limit of common file systems
+MAX_PART_BYTES = 255  # what ext4, btrfs, xfs, NTFS and APFS allow per path part
 
 
 def _clip_utf8(text: str, limit: int) -> str:
@@ -180,19 +181,16 @@ def check_output_path(path: str | os.PathLike, expected_bytes: int = 0, what: st
     p = Path(path).expanduser()
     if "\x00" in str(p):
         raise InputError(f"{what} {p!r}: a file name cannot contain a NUL character")
+    parts = p.absolute().parts
+    for part in parts:  # first: a stat of a too-long name fails with an OS error of its own
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_PART_BYTES:
+            raise InputError(f"{what} {p}: the name {part[:40]!r}... is {len(part.encode())} bytes long; this file "
+                             f"system allows {MAX_PART_BYTES}: choose a shorter name")
     if p.is_dir():
         raise InputError(f"{what} {p} is a folder; give a file name inside it, e.g. {p / ('result' + (p.suffix or ''))}")
-    base = _existing_ancestor(p.absolute())
+    base = _existing_ancestor(p.absolute().parent)  # an existing file at p itself is fine: it gets a counter name
     if not base.is_dir():
         raise InputError(f"{what} {p}: {base} is a file, not a folder; choose a path inside a folder")
-    try:
-        limit = os.pathconf(base, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        limit = 255
-    for part in p.absolute().relative_to(base).parts:
-        if len(part.encode("utf-8", "surrogateescape")) > limit:
-            raise InputError(f"{what} {p}: the name {part[:40]!r}... is {len(part.encode())} bytes long; this file "
-                             f"system allows {limit}: choose a shorter name")
     try:
         st = os.statvfs(base)
         readonly = bool(st.f_flag & getattr(os, "ST_RDONLY", 1))

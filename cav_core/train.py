@@ -558,7 +558,8 @@ def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
     if absorber is None:
         return
     if absorber.kind != "absorber" and not (absorber.lora is not None and absorber.lora.role == "spatial"):
-        raise InputError(f"the absorber input is a {absorber.kind}, not an appearance absorber or spatial LoRA")
+        raise InputError(f"the absorber (--absorber, node input absorber) is a {absorber.kind}, not an appearance "
+                         f"absorber or spatial LoRA: give the file train-absorber wrote (Train Appearance Absorber)")
     c = handle.base
     trained = f"model {absorber.base_model_name or absorber.base_model or '(not recorded)'}"
     if absorber.base_model and absorber.base_model_name:
@@ -580,6 +581,22 @@ def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
     note = base_model_note(c, absorber.base_model, absorber.base_model_name, "the absorber")
     if note:
         warnings.warn(note, stacklevel=3)
+
+
+def expected_adapter_bytes(handle: ModelHandle, role: str | None, rank: int, num_tokens: int = 0) -> int:
+    """Bytes of the adapter a run will save (LoRA on ``role``'s layers at ``rank``, plus
+    ``num_tokens`` embedding rows), for checking the disk before training."""
+    from .layers import role_modules
+
+    unet = handle.base.unet
+    n = 0
+    if role is not None:
+        for m in role_modules(unet, role):
+            lin = unet.get_submodule(m)
+            n += (lin.in_features + lin.out_features) * int(rank)
+    if num_tokens:
+        n += int(num_tokens) * handle.base.text_encoder.get_input_embeddings().embedding_dim
+    return 4 * n + 64 * 1024  # fp32 values and the header
 
 
 def _warn_if_still(frames: torch.Tensor) -> None:

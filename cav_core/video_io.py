@@ -136,14 +136,15 @@ def _encode(tmp: Path, ext: str, frames: np.ndarray, fps: float) -> None:
             container.mux(packet)
 
 
-def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True) -> Path:
+def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True, unique: bool = False) -> Path:
     """Encode ``frames`` (F, H, W, C; float 0..1 or uint8; numpy or torch) to ``path``.
 
     The extension picks the format: ``.mp4`` (H.264 yuv420p, crf 12; H and W must be even
     because of the 2x2 chroma subsampling), ``.webm`` (VP9) or ``.gif`` (palette, exact
     for <= 256 colors). The file is written to a temp name in the same folder and moved
     into place, so on any error nothing is left behind. With ``overwrite=False`` an
-    existing file raises :class:`InputError` instead of being replaced.
+    existing file raises :class:`InputError` instead of being replaced, or with ``unique``
+    the video takes the next free counter name (the path written is returned).
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -157,7 +158,7 @@ def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True)
             f"cannot write {p}: {ext} (yuv420p) needs an even width and height, got {w}x{h}; "
             "crop or pad the frames by one pixel, or write a .gif"
         )
-    return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite)
+    return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite, unique=unique)
 
 
 def check_video_file(p: Path) -> None:
