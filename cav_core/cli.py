@@ -50,7 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"layers     {len(temporal_attention_modules(unet))} temporal attention Linear layers (T-LoRA targets), "
           f"{len(spatial_attention_modules(unet))} spatial (S-LoRA targets), "
           f"{len(temporal_modules(unet))} temporal modules bypassed in Stage 1")
-    print(f"loaded {handle.model_id}")
+    print(f"loaded {handle.base.name or 'model'} (id {handle.model_id})")
     return 0
 
 
