@@ -1348,6 +1348,22 @@ def test_bad_input_two_runs_on_the_same_output(model_dir, tmp_path, out):
     assert sorted(p.name for p in out.iterdir()) == ["T.safetensors", "T_00001.safetensors", "keep.mp4"]
 
 
+def test_bad_input_run_on_an_output_another_run_is_writing(model_dir, tmp_path, out, capsys):
+    """The deterministic half of the test above: while another run holds T's checkpoint
+    folder, a run on T takes the next counter name and says so."""
+    held = train.claim_checkpoint_dir(out / "T.checkpoint", default=True)  # another run, mid-training
+    try:
+        assert train.claim_checkpoint_dir(out / "T.checkpoint", default=True) is None
+        assert cli(*TRAIN, "--model", model_dir, "--out", out / "T.safetensors", "--steps", 1) == 0
+    finally:
+        held.release()
+    said = capsys.readouterr().out
+    assert re.search(r"note: another run is writing .*T\.safetensors right now; this run writes "
+                     r".*T_00001\.safetensors \(checkpoints in .*T_00001\.checkpoint\)", said), said
+    assert load_adapter(out / "T_00001.safetensors").kind == "temporal_lora"
+    assert sorted(p.name for p in out.iterdir()) == ["T_00001.safetensors", "keep.mp4"]  # held folder: empty, gone
+
+
 def test_bad_input_name_taken_while_writing(tmp_path, out):
     target = out / "race.safetensors"
 
