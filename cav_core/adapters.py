@@ -246,7 +246,8 @@ def check_delta_sizes(unet: nn.Module, lora: LoraWeights, strength: float, label
             w = w.get_base_layer() if hasattr(w, "get_base_layer") else w
             wn = max(float(torch.linalg.vector_norm(w.weight.detach().double())), 1e-12)
             if not math.isfinite(dn) or dn > MAX_DELTA_RATIO * wn:
-                size = "not finite" if not math.isfinite(dn) else f"{dn / wn:.3g} times the size of the layer's own weights"
+                size = ("not finite" if not math.isfinite(dn)
+                        else f"{dn / wn:.3g} times the size of the layer's own weights")
                 raise AdapterError(f"{label}: its change to layer {m!r} at strength {strength:g} is {size}, which "
                                    f"can only give a black or garbage video; the file is broken: use another copy "
                                    f"or train it again")

@@ -116,7 +116,8 @@ def _crop_range(text: str | None) -> tuple[float, float] | None:
     try:
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
-        raise InputError(f"--crop-range {text!r}: give two fractions of the frame side, LOW,HIGH, e.g. 0.5,1.0") from None
+        raise InputError(f"--crop-range {text!r}: give two fractions of the frame side, LOW,HIGH, "
+                         f"e.g. 0.5,1.0") from None
     return lo, hi
 
 

@@ -187,7 +187,8 @@ def check_output_path(path: str | os.PathLike, expected_bytes: int = 0, what: st
             raise InputError(f"{what} {p}: the name {part[:40]!r}... is {len(part.encode())} bytes long; this file "
                              f"system allows {MAX_PART_BYTES}: choose a shorter name")
     if p.is_dir():
-        raise InputError(f"{what} {p} is a folder; give a file name inside it, e.g. {p / ('result' + (p.suffix or ''))}")
+        raise InputError(f"{what} {p} is a folder; give a file name inside it, e.g. "
+                         f"{p / ('result' + (p.suffix or ''))}")
     base = _existing_ancestor(p.absolute().parent)  # an existing file at p itself is fine: it gets a counter name
     if not base.is_dir():
         raise InputError(f"{what} {p}: {base} is a file, not a folder; choose a path inside a folder")

@@ -38,7 +38,8 @@ from .errors import AdapterError, CavError, InputError, OutputError
 from .fileutil import atomic_write, check_output_path, clean_stale_temps, os_error_message
 from .model import ModelHandle, base_model_note, check_min_timestep
 from .recolor import hue_rotated_views, unrotatable_color
-from .sample import ProgressFn, check_seed, decode_latents, denoise, encode_frames, latent_size, seed_noise, text_embeddings
+from .sample import (ProgressFn, check_seed, decode_latents, denoise, encode_frames, latent_size, seed_noise,
+                     text_embeddings)
 from .textual_inversion import (default_init_word, encode_text, init_embeddings, placeholder_names, tokenize,
                                 with_placeholders)
 

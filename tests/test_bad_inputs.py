@@ -603,7 +603,8 @@ def test_bad_input_absorber_from_another_base_model(tiny, frames, tmp_path, out)
                            base_model_name="zeroscope_v2_576w", info={"kind": "both", "init_word": "red"})
     p = save_adapter(tmp_path / "in" / "absorber.safetensors", absorber)
     loaded = load_adapter(p)
-    assert (loaded.base_model, loaded.base_model_name) == ("0123456789.abcdef0123", "zeroscope_v2_576w")  # the metadata says which
+    # the metadata says which model
+    assert (loaded.base_model, loaded.base_model_name) == ("0123456789.abcdef0123", "zeroscope_v2_576w")
     match = (rf"the absorber was trained on model zeroscope_v2_576w \(0123456789\.abcdef0123\), but this model is "
              rf"{tiny.base.name} \({re.escape(tiny.model_id)}\) and its layers do not fit \(.*first mismatching "
              rf"module.*\); train the absorber on this model")
@@ -1128,7 +1129,8 @@ def test_bad_input_output_location_checked_first(model_dir, tmp_path, out, capsy
     elif case == "disk_full":
         monkeypatch.setattr(os, "statvfs", _fake_statvfs(os.statvfs, f_bavail=0))
         argv[argv.index(tmp_path / "no-model-needed")] = model_dir  # the size is known once the model is
-        match = r"--out .*T\.safetensors: not enough disk space in .*out: the result needs about .* MiB, 0\.0 MiB are free"
+        match = (r"--out .*T\.safetensors: not enough disk space in .*out: the result needs about .* MiB, 0\.0 MiB "
+                 r"are free")
     elif case == "name_too_long":
         argv[-1] = out / ("x" * 300 + ".safetensors")
         match = r"is 312 bytes long; this file system allows 255: choose a shorter name"
@@ -1432,7 +1434,8 @@ def test_bad_input_cli_messages_that_need_the_model(model_dir, tiny, tmp_path, o
     # --absorber given a file that is no absorber: CLI words, not Python API names
     not_lora = _save_tensors(tmp_path / "in" / "weights.safetensors", {"conv_in.weight": torch.zeros(4, 4, 3, 3)})
     err = _cli_refused(capsys, tmp_path, [*TRAIN, "--model", model_dir, "--out", out / "U.safetensors",
-                                          "--absorber", not_lora], r"weights\.safetensors: no layer of this file applies")
+                                          "--absorber", not_lora],
+                       r"weights\.safetensors: no layer of this file applies")
     err2 = _cli_refused(capsys, tmp_path, [*TRAIN, "--model", model_dir, "--out", out / "U.safetensors",
                                            "--absorber", out / "T.safetensors"],
                         r"the absorber \(--absorber, node input absorber\) is a temporal_lora, not an appearance "
