@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "cav_adapter"
 LORA_PREFIX = "unet."
 TI_KEY = "textual_inversion.embeddings"
+ADAPTER_EXTENSIONS = (".safetensors", ".sft")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +50,7 @@ class AdapterFile:
     tokens: TokenEmbeddings | None = None
     base_model: str = ""
     info: dict = field(default_factory=dict)
+    base_model_name: str = ""  # readable name of the base model (base_model is its id)
 
 
 def _kind_for(lora: LoraWeights | None, tokens: TokenEmbeddings | None, kind: str | None) -> str:
@@ -61,11 +63,20 @@ def _kind_for(lora: LoraWeights | None, tokens: TokenEmbeddings | None, kind: st
     return f"{lora.role}_lora"
 
 
-def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool = False) -> Path:
-    """Write ``adapter`` atomically; never replaces an existing file unless ``overwrite``."""
+def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool = False,
+                 unique: bool = False) -> Path:
+    """Write ``adapter`` atomically; never replaces an existing file unless ``overwrite``.
+
+    ``unique``: if the name is taken (also by another process while this one writes), the
+    file goes to the next free counter name instead; the path written is returned."""
+    if Path(path).suffix.lower() not in ADAPTER_EXTENSIONS:
+        raise AdapterError(f"cannot save the adapter as {path}: adapters are .safetensors files; give a name "
+                           f"ending in .safetensors")
     tensors: dict[str, torch.Tensor] = {}
     meta: dict = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": adapter.kind,
                   "base_model": adapter.base_model, "info": adapter.info}
+    if adapter.base_model_name:
+        meta["base_model_name"] = adapter.base_model_name
     if adapter.lora is not None:
         lora = adapter.lora
         for k, v in lora.tensors.items():
@@ -84,7 +95,8 @@ def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool 
 
     from safetensors.torch import save_file
 
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), overwrite=overwrite)
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), overwrite=overwrite,
+                        unique=unique)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -92,8 +104,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     from safetensors import safe_open
 
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():
+        raise AdapterError(f"{p} is not a regular file (a FIFO, socket or device); give a .safetensors file")
     if not p.is_file():
-        raise AdapterError(f"adapter file not found: {p}")
+        raise AdapterError(f"adapter file not found: {p}" + (" (it is a folder)" if p.is_dir() else ""))
     if p.suffix.lower() in {".pt", ".pth", ".ckpt", ".bin", ".pkl"}:
         raise AdapterError(f"{p}: pickle-based files are refused for safety (they can run code when "
                            f"loaded); convert it to .safetensors first")
@@ -121,8 +135,9 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
     """Read a file written by :func:`save_adapter` (third-party formats: see ``convert_lora``)."""
     tensors, header = read_safetensors(path)
     if METADATA_KEY not in header:
-        raise AdapterError(f"{path} is not a Customize-A-Video adapter file (no '{METADATA_KEY}' metadata); "
-                           f"third-party LoRAs load with load_any_lora()")
+        raise AdapterError(f"{path} is not a Customize-A-Video adapter file (no '{METADATA_KEY}' metadata); other "
+                           f"LoRA files load as LoRAs (--temporal-lora / --spatial-lora, --absorber, the Load T-LoRA "
+                           f"/ Absorber node, or load_any_lora())")
     try:
         return _parse_adapter(path, tensors, header)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -145,13 +160,29 @@ def _parse_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], he
         modules = sorted(k[: -len(".lora_A.weight")] for k in lt if k.endswith(".lora_A.weight"))
         alphas = lm["alphas"] or {m: float(lm["alpha"]) for m in modules}
         alphas = {m: float(alphas[m]) for m in modules}  # every module needs one
+        _check_role_of_keys(path, lm["role"], modules)
         lora = LoraWeights(role=lm["role"], tensors=lt, alphas=alphas,
                            base_model=meta.get("base_model", ""), info=meta.get("info", {}))
     tokens = None
     if "textual_inversion" in meta:
         tokens = TokenEmbeddings(tuple(meta["textual_inversion"]["tokens"]), tensors[TI_KEY])
     return AdapterFile(kind=meta["kind"], lora=lora, tokens=tokens,
-                       base_model=meta.get("base_model", ""), info=meta.get("info", {}))
+                       base_model=meta.get("base_model", ""), info=meta.get("info", {}),
+                       base_model_name=str(meta.get("base_model_name", "")))
+
+
+def _check_role_of_keys(path: str | os.PathLike, role: str, modules: list[str]) -> None:
+    """The role the metadata states must be the role of the layers the file adapts: a
+    mislabeled file would put a motion LoRA on the spatial layers (or the reverse)."""
+    import re
+
+    from .layers import ROLE_REGEX
+
+    found = {r for m in modules for r, rx in ROLE_REGEX.items() if re.fullmatch(rx, m)}
+    if role in ROLE_REGEX and found and found != {role}:
+        layers = " and ".join(sorted(found))
+        raise AdapterError(f"{path}: its metadata says it is a {role} LoRA, but it adapts {layers} attention "
+                           f"layers; the file is damaged or mislabeled: save it again or use another copy")
 
 
 def load_any_lora(path: str | os.PathLike, unet=None, role: str = "spatial") -> AdapterFile:

@@ -11,6 +11,7 @@ folded into the weights for one call).
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,9 +226,36 @@ class LoraSwitch:
                 layer.weight.copy_(weight)
 
 
+#: A LoRA's change to a layer larger than this many times the layer's own weights (Frobenius
+#: norms, at its strength) is no adaptation but a broken file: it would drive the sample to
+#: NaN or to a flat frame. Trained LoRAs stay far below 1 (the toy T-LoRAs: about 0.05).
+MAX_DELTA_RATIO = 1e3
+
+
+def check_delta_sizes(unet: nn.Module, lora: LoraWeights, strength: float, label: str = "LoRA") -> None:
+    """Raise :class:`AdapterError` naming ``label`` when the LoRA's strength x delta is absurd
+    against a base weight (:data:`MAX_DELTA_RATIO`) or not finite."""
+    if strength == 0:
+        return
+    with torch.no_grad():
+        for m in lora.modules:
+            a = lora.tensors[f"{m}.lora_A.weight"].double()
+            b = lora.tensors[f"{m}.lora_B.weight"].double()
+            dn = float(torch.linalg.matrix_norm(b @ a)) * abs(lora.alphas[m] / a.shape[0] * float(strength))
+            w = unet.get_submodule(m)
+            w = w.get_base_layer() if hasattr(w, "get_base_layer") else w
+            wn = max(float(torch.linalg.vector_norm(w.weight.detach().double())), 1e-12)
+            if not math.isfinite(dn) or dn > MAX_DELTA_RATIO * wn:
+                size = ("not finite" if not math.isfinite(dn)
+                        else f"{dn / wn:.3g} times the size of the layer's own weights")
+                raise AdapterError(f"{label}: its change to layer {m!r} at strength {strength:g} is {size}, which "
+                                   f"can only give a black or garbage video; the file is broken: use another copy "
+                                   f"or train it again")
+
+
 @contextlib.contextmanager
 def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
-                     merge: bool = False) -> Iterator[LoraSwitch]:
+                     merge: bool = False, names: Sequence[str] = ()) -> Iterator[LoraSwitch]:
     """Attach frozen LoRAs (each with a strength) to ``unet`` for the block, then remove them.
 
     Strength scales the LoRA's delta: 0 is off, negative and > 1 are allowed.
@@ -240,8 +268,10 @@ def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]]
     touched weights are saved first and copied back on exit, so the base stays
     bit-identical instead of carrying unmerge rounding error.
     """
-    for i, (lora, _) in enumerate(loras):
-        check_fits(unet, lora, label=f"LoRA #{i + 1} ({lora.role})")
+    for i, (lora, strength) in enumerate(loras):
+        label = (names[i] if i < len(names) and names[i] else "") or f"LoRA #{i + 1} ({lora.role})"
+        check_fits(unet, lora, label=label)
+        check_delta_sizes(unet, lora, strength, label=label)
     if lora_layers(unet):
         raise AdapterError("the UNet already carries LoRA layers; nested attach is not supported")
     switch = LoraSwitch(unet, loras, merge)

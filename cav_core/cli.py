@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import CavError
+from .errors import CavError, InputError, OutputError
 
 
 def _quiet() -> None:
@@ -50,7 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"layers     {len(temporal_attention_modules(unet))} temporal attention Linear layers (T-LoRA targets), "
           f"{len(spatial_attention_modules(unet))} spatial (S-LoRA targets), "
           f"{len(temporal_modules(unet))} temporal modules bypassed in Stage 1")
-    print(f"loaded {handle.model_id}")
+    print(f"loaded {handle.base.name or 'model'} (id {handle.model_id})")
     return 0
 
 
@@ -86,69 +86,146 @@ def _frames(args: argparse.Namespace, handle):
     return frames
 
 
-def _out_path(path: Path, overwrite: bool) -> Path:
-    from .fileutil import unique_path
+ADAPTER_EXTS = (".safetensors",)
+VIDEO_EXTS = (".mp4", ".webm", ".gif")
 
+
+def _out_path(path: Path, overwrite: bool, exts: tuple[str, ...] = ADAPTER_EXTS, flag: str = "--out") -> Path:
+    """``--out``, checked before any work: a file name (not a folder) with an extension that
+    fits what the command writes, in a place that can be written; a counter name if taken."""
+    from .fileutil import check_output_path, unique_path
+
+    check_output_path(path, 0, flag)
     if path.suffix == "":
-        raise CavError(f"--out {path}: give a file name with an extension")
+        raise InputError(f"{flag} {path}: give a file name with an extension ({' or '.join(exts)})")
+    if path.suffix.lower() not in exts:
+        raise InputError(f"{flag} {path}: this command writes {'videos' if exts == VIDEO_EXTS else 'safetensors'} "
+                         f"files; the name must end in {' or '.join(exts)}")
     return path if overwrite else unique_path(path)
 
 
 def _lora_arg(text: str) -> tuple[Path, float]:
-    """``FILE[:strength]``; a Windows drive letter is not a strength."""
+    """``FILE[:strength]``; a Windows drive letter is not a strength, nor is a colon of a file that exists."""
     head, sep, tail = text.rpartition(":")
-    if sep and head and not tail.startswith("\\"):
-        try:
-            return Path(head), float(tail)
-        except ValueError:
-            pass
-    return Path(text), 1.0
+    if not sep or not head or tail.startswith(("\\", "/")) or Path(text).exists():
+        return Path(text), 1.0
+    try:
+        return Path(head), float(tail)
+    except ValueError:
+        raise InputError(f"bad strength {tail!r} in {text!r}: give FILE or FILE:STRENGTH with a number, e.g. "
+                         f"{head}:0.8") from None
 
 
-def _checkpoint_dir(args: argparse.Namespace, out: Path) -> Path:
-    return args.checkpoint_dir or out.with_name(out.stem + ".checkpoint")
+def _crop_range(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--crop-range {text!r}: give two fractions of the frame side, LOW,HIGH, "
+                         f"e.g. 0.5,1.0") from None
+    return lo, hi
 
 
-def _drop_default_checkpoint(args: argparse.Namespace, out: Path) -> None:
-    """Once the result is safely written, the automatic checkpoint folder has done its job."""
-    import shutil
+def _next_name(path: Path, after: Path) -> Path:
+    """The first free counter name of ``path`` past ``after`` (``x_00001.ext``, ...)."""
+    i = 0
+    if after != path and after.stem.startswith(path.stem + "_"):
+        tail = after.stem[len(path.stem) + 1:]
+        i = int(tail) if tail.isdigit() else 0
+    while True:
+        i += 1
+        q = path.with_name(f"{path.stem}_{i:05d}{path.suffix}")
+        if not q.exists():
+            return q
 
+
+def _claim(args: argparse.Namespace, out: Path):
+    """(out, checkpoint folder, lock) for a training command. Another run writing the same
+    output right now holds its checkpoint folder: this run then takes the next counter name,
+    so both results are kept. A user's folder named like the automatic one is refused."""
+    from .fileutil import clean_stale_temps
+    from .train import claim_checkpoint_dir, default_checkpoint_dir
+
+    explicit = args.checkpoint_dir is not None
+    candidate = out
+    for _ in range(10000):
+        ckpt = args.checkpoint_dir if explicit else default_checkpoint_dir(candidate)
+        lock = claim_checkpoint_dir(ckpt, default=not explicit)
+        if lock is not None:
+            if candidate != out:
+                print(f"note: another run is writing {out} right now; this run writes {candidate} "
+                      f"(checkpoints in {ckpt})", flush=True)
+            clean_stale_temps(candidate)  # left by a run on this output killed while saving
+            return candidate, ckpt, lock
+        if explicit:
+            raise InputError(f"another run is using the checkpoint folder {ckpt} right now; wait for it to finish "
+                             f"or pass another --checkpoint-dir")
+        candidate = _next_name(out, candidate)
+    raise InputError(f"no free output name next to {out}")
+
+
+def _save_result(args: argparse.Namespace, out: Path, ckpt: Path, adapter) -> Path:
+    """Save the trained adapter (at the next free counter if the name was taken meanwhile);
+    on failure the run's weights stay in the checkpoint folder for ``--resume``."""
+    from .adapter_files import save_adapter
+    from .train import CHECKPOINT_FILE, drop_checkpoint
+
+    try:
+        written = save_adapter(out, adapter, overwrite=args.overwrite, unique=not args.overwrite)
+    except OutputError as e:
+        if not (ckpt / CHECKPOINT_FILE).exists():
+            raise
+        raise OutputError(f"{e}; the trained weights are kept in {ckpt}: fix that and run the same command with "
+                          f"--resume to write them") from None
     if args.checkpoint_dir is None:
-        shutil.rmtree(_checkpoint_dir(args, out), ignore_errors=True)
+        drop_checkpoint(ckpt)  # the automatic folder has done its job (only the tool's own files go)
+    return written
 
 
 def cmd_train_absorber(args: argparse.Namespace) -> int:
-    from .adapter_files import save_adapter
-    from .train import train_appearance_absorber
+    from .fileutil import check_output_path
+    from .train import expected_adapter_bytes, train_appearance_absorber
 
-    handle = load_model(args)
-    frames = _frames(args, handle)
     out = _out_path(args.out, args.overwrite)
-    crop = tuple(float(x) for x in args.crop_range.split(",")) if args.crop_range else None
-    absorber = train_appearance_absorber(
-        handle, frames, args.prompt, kind=args.kind, steps=args.steps, rank=args.rank, num_tokens=args.tokens,
-        init_word=args.init_word, crop_range=crop, lora_lr=args.lr, ti_lr=args.ti_lr, seed=args.seed,
-        progress=_progress("absorber step"), checkpoint_dir=_checkpoint_dir(args, out), resume=args.resume)
-    written = save_adapter(out, absorber, overwrite=args.overwrite)
-    _drop_default_checkpoint(args, out)
+    crop = _crop_range(args.crop_range)
+    handle = load_model(args)
+    out, ckpt, lock = _claim(args, out)
+    try:
+        frames = _frames(args, handle)
+        size = expected_adapter_bytes(handle, "spatial" if args.kind != "ti" else None, args.rank,
+                                      args.tokens if args.kind != "lora" else 0)
+        check_output_path(out, size * 4, "--out")  # the adapter and its checkpoint (weights + AdamW state)
+        absorber = train_appearance_absorber(
+            handle, frames, args.prompt, kind=args.kind, steps=args.steps, rank=args.rank, num_tokens=args.tokens,
+            init_word=args.init_word, crop_range=crop, lora_lr=args.lr, ti_lr=args.ti_lr, seed=args.seed,
+            progress=_progress("absorber step"), checkpoint_dir=ckpt, resume=args.resume)
+        written = _save_result(args, out, ckpt, absorber)
+    finally:
+        lock.release()
     print(f"wrote {written} (absorber: {absorber.info['kind']}, final loss {absorber.info['final_loss']:.4f})")
     return 0
 
 
 def cmd_train_temporal(args: argparse.Namespace) -> int:
-    from .adapter_files import load_adapter, save_adapter
-    from .train import train_temporal_lora
+    from .fileutil import check_output_path
+    from .lora_convert import load_any_lora
+    from .train import expected_adapter_bytes, train_temporal_lora
 
-    handle = load_model(args)
-    frames = _frames(args, handle)
     out = _out_path(args.out, args.overwrite)
-    absorber = load_adapter(args.absorber) if args.absorber else None
-    tlora = train_temporal_lora(
-        handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
-        seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=_checkpoint_dir(args, out),
-        resume=args.resume, min_timestep=args.min_timestep, recolor=args.recolor)
-    written = save_adapter(out, tlora, overwrite=args.overwrite)
-    _drop_default_checkpoint(args, out)
+    handle = load_model(args)
+    absorber = load_any_lora(args.absorber, unet=handle.base.unet, role="spatial") if args.absorber else None
+    out, ckpt, lock = _claim(args, out)
+    try:
+        frames = _frames(args, handle)
+        check_output_path(out, expected_adapter_bytes(handle, "temporal", args.rank) * 4, "--out")
+        tlora = train_temporal_lora(
+            handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
+            seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
+            resume=args.resume, min_timestep=args.min_timestep, recolor=args.recolor)
+        written = _save_result(args, out, ckpt, tlora)
+    finally:
+        lock.release()
     print(f"wrote {written} (T-LoRA rank {args.rank}, {tlora.lora.num_params:,} parameters, "
           f"final loss {tlora.info['final_loss']:.4f})")
     return 0
@@ -157,6 +234,7 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
 def apply_lora_args(handle, temporal: list[str], spatial: list[str]):
     """The handle with each ``FILE[:strength]`` LoRA applied, in order."""
     from .lora_convert import load_any_lora
+    from .model import base_model_note
 
     for role, items in (("temporal", temporal), ("spatial", spatial)):
         for item in items:
@@ -166,14 +244,29 @@ def apply_lora_args(handle, temporal: list[str], spatial: list[str]):
                 raise CavError(f"{path} holds no LoRA weights")
             if adapter.lora.role != role:
                 raise CavError(f"{path} is a {adapter.lora.role} LoRA; pass it with --{adapter.lora.role}-lora")
+            note = base_model_note(handle.base, adapter.base_model, adapter.base_model_name, str(path))
+            if note:
+                warnings.warn(note, stacklevel=2)
             handle = handle.with_lora(adapter.lora, strength, name=path.stem)
     return handle
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .sample import generate
-    from .video_io import write_video
+    from .fileutil import check_output_path
+    from .sample import check_seed, generate
+    from .video_io import check_fps, write_video
 
+    out = _out_path(args.out, args.overwrite, VIDEO_EXTS)
+    fps = check_fps(args.out_fps, "--out-fps")
+    if args.blend is not None and args.init_latents is None:
+        raise InputError("--blend weighs --init-latents against fresh noise; give --init-latents too, or leave "
+                         "--blend out")
+    blend = 1.0 if args.blend is None else args.blend
+    if not 0.0 <= blend <= 1.0:
+        raise InputError(f"--blend must be in 0..1, got {blend:g}")
+    check_seed(args.seed, count=args.batch)
+    for item in args.temporal_lora + args.spatial_lora:
+        _lora_arg(item)  # a bad strength is reported before the model loads
     handle = apply_lora_args(load_model(args), args.temporal_lora, args.spatial_lora)
     init = None
     if args.init_latents:
@@ -183,16 +276,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if "latents" not in tensors:
             raise CavError(f"{args.init_latents} holds no 'latents' tensor; make it with `invert`")
         init = tensors["latents"]
-    out = _out_path(args.out, args.overwrite)
+    from .sample import latent_size
+
+    h, w, _, _ = latent_size(handle.base, args.height, args.width)
+    check_output_path(out, args.batch * args.frames * h * w * 3, "--out")  # raw frames: more than any encoding
     videos = generate(handle, args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                       height=args.height, width=args.width, steps=args.steps, guidance_scale=args.cfg,
                       seed=args.seed, scheduler=args.scheduler, batch_size=args.batch, init_latents=init,
-                      init_blend=args.blend, progress=_progress("sampling step"))
+                      init_blend=blend, progress=_progress("sampling step"))
     written = []
     for i, frames in enumerate(videos):
         target = out if len(videos) == 1 else out.with_name(f"{out.stem}_seed{args.seed + i}{out.suffix}")
-        written.append(write_video(target if args.overwrite else _out_path(target, False), frames,
-                                   fps=args.out_fps, overwrite=args.overwrite))
+        written.append(write_video(target if args.overwrite else _out_path(target, False, VIDEO_EXTS), frames,
+                                   fps=fps, overwrite=args.overwrite, unique=not args.overwrite))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -200,24 +296,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_invert(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from .fileutil import atomic_write
+    from .fileutil import atomic_write, check_output_path
     from .sample import invert_video
 
+    out = _out_path(args.out, args.overwrite)
     handle = load_model(args)
     frames = _frames(args, handle)
-    out = _out_path(args.out, args.overwrite)
+    check_output_path(out, 4 * handle.base.latent_channels * frames.shape[0] * frames.shape[1] * frames.shape[2]
+                      // handle.base.vae_scale_factor ** 2, "--out")
     latents = invert_video(handle, frames, args.prompt, steps=args.steps, progress=_progress("inversion step"))
     meta = {"prompt": args.prompt, "steps": str(args.steps), "base_model": handle.model_id}
     written = atomic_write(out, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp), metadata=meta),
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, unique=not args.overwrite)
     print(f"wrote {written} (latents {tuple(latents.shape)})")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train a T-LoRA on a bundled reference clip and generate the motion with a new subject."""
-    from .demo import run_demo
+    from .demo import check_demo_args, run_demo
 
+    check_demo_args(args)  # before the model loads and Stage 1 starts
     run_demo(args, load_model(args))
     return 0
 
@@ -283,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temporal-lora", action="append", default=[], metavar="FILE[:STRENGTH]")
     p.add_argument("--spatial-lora", action="append", default=[], metavar="FILE[:STRENGTH]")
     p.add_argument("--init-latents", type=Path, default=None, help="latents .safetensors from `invert`")
-    p.add_argument("--blend", type=float, default=1.0, help="weight of --init-latents vs fresh noise (0..1)")
+    p.add_argument("--blend", type=float, default=None,
+                   help="weight of --init-latents vs fresh noise (0..1; default 1)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
@@ -304,14 +404,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet()
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS.get(args.command, cmd_info)(args)
-    except CavError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _show_warning  # one line, like the errors
+        try:
+            return COMMANDS.get(args.command, cmd_info)(args)
+        except CavError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # an OS error the core did not word: still one line naming the path
+            from .fileutil import os_error_message
+
+            print(f"error: {os_error_message(e, e.filename) if e.filename else e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130

@@ -32,11 +32,30 @@ def bundled_clip(name: str) -> tuple[Path, dict]:
     return video, json.loads(meta.read_text())
 
 
+def check_demo_args(args: argparse.Namespace) -> None:
+    """Everything about the demo's arguments that can be checked before the model loads."""
+    from .fileutil import check_output_path
+    from .sample import check_seed
+    from .train import _check_steps
+
+    bundled_clip(args.clip)
+    if args.steps is not None:
+        try:
+            _check_steps(args.steps)
+        except InputError as e:
+            raise InputError(f"--steps: {e}") from None
+    check_seed(args.seed)
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} is a file, not a folder; give a folder for the LoRA and videos")
+    check_output_path(out_dir / f"tlora_{args.clip}.safetensors", 0, "--out-dir")
+
+
 def run_demo(args: argparse.Namespace, handle) -> dict:
     from .adapter_files import save_adapter
     from .cli import _progress
     from .data import load_video_clip
-    from .fileutil import unique_path
+    from .fileutil import ensure_folder, unique_path
     from .sample import generate, latent_size
     from .toyworld import measures
     from .train import train_appearance_absorber, train_temporal_lora
@@ -46,8 +65,8 @@ def run_demo(args: argparse.Namespace, handle) -> dict:
     h, w, _, _ = latent_size(handle.base, None, None)
     frames = load_video_clip(video, num_frames=meta["num_frames"], fps=meta["fps"], size=(h, w))
     prompt = args.prompt or DEFAULT_PROMPT.format(motion=meta["motion_phrase"])
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_demo_args(args)
+    out_dir = ensure_folder(args.out_dir, "--out-dir")
     print(f"reference  {video.name}: {meta['captions']['full']!r}, {frames.shape[0]} frames")
 
     absorber = None
@@ -58,13 +77,15 @@ def run_demo(args: argparse.Namespace, handle) -> dict:
     print("stage 2    temporal LoRA on the whole clip" + (" with the absorber frozen" if absorber else ""))
     tlora = train_temporal_lora(handle, frames, meta["captions"]["full"], absorber=absorber, steps=args.steps,
                                 seed=args.seed, progress=_progress("  temporal step"))
-    lora_path = save_adapter(unique_path(out_dir / f"tlora_{args.clip}.safetensors"), tlora)
+    lora_path = save_adapter(unique_path(out_dir / f"tlora_{args.clip}.safetensors"), tlora, unique=True)
 
     print(f"generate   {prompt!r} (seed {args.seed}) with and without the T-LoRA")
     with_lora = generate(handle.with_lora(tlora.lora, 1.0, name=args.clip), prompt, seed=args.seed)[0]
     base = generate(handle, prompt, seed=args.seed)[0]
-    paths = [write_video(unique_path(out_dir / f"{args.clip}_tlora.mp4"), with_lora, fps=meta["fps"], overwrite=False),
-             write_video(unique_path(out_dir / f"{args.clip}_base.mp4"), base, fps=meta["fps"], overwrite=False)]
+    paths = [write_video(unique_path(out_dir / f"{args.clip}_tlora.mp4"), with_lora, fps=meta["fps"], overwrite=False,
+                         unique=True),
+             write_video(unique_path(out_dir / f"{args.clip}_base.mp4"), base, fps=meta["fps"], overwrite=False,
+                         unique=True)]
     report = {"lora": str(lora_path), "videos": [str(p) for p in paths]}
     if args.model is None:  # the toy model: its world can be measured
         ref_track = np.asarray(meta["centers"], dtype=np.float64)

@@ -16,6 +16,7 @@ is recomputed. CPU and MPS are not checked: they use system memory, which can sw
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -125,3 +126,45 @@ def check_training_memory(components: Any, num_frames: int, height: int, width: 
         bytes_per_value=torch.finfo(dtype).bits // 8, vae_scale_factor=components.vae_scale_factor,
         grad_checkpointing=True, trainable_params=trainable_params)
     decide(estimate, measured[0], measured[1], stage or "this", num_frames, batch_size, (height, width), str(device))
+
+
+# --------------------------------------------------------------------------- sampling output
+
+#: Float values held per output pixel and channel at the end of sampling: the decoded frames
+#: (fp32), the clamp/convert copy and the uint8 frames of the writer, rounded up.
+OUTPUT_VALUES_PER_PIXEL = 3
+
+
+def system_memory_available() -> int | None:
+    """Bytes of RAM the system can give without swapping (Linux ``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output_memory(components: Any, batch_size: int, num_frames: int, height: int, width: int,
+                        available: int | None = None) -> None:
+    """Refuse a sampling run whose decoded video cannot fit in RAM (frames are decoded to the
+    CPU in every case): the estimate is the output frames alone, so it errs low, like the
+    training guard, and only stops runs that clearly cannot fit. ``available`` overrides
+    the measurement (tests)."""
+    free = system_memory_available() if available is None else available
+    if free is None:
+        return
+    need = int(batch_size) * int(num_frames) * int(height) * int(width) * 3 * 4 * OUTPUT_VALUES_PER_PIXEL
+    budget = int(free * USABLE_FRACTION)
+    if need <= budget:
+        return
+    per_frame = max(1, need // max(1, int(batch_size) * int(num_frames)))
+    fits = budget // per_frame
+    raise InputError(f"not enough memory for the video: {batch_size} x {num_frames} frame(s) at {width}x{height} "
+                     f"need about {_size(need)} of RAM, {_size(free)} are available. Use fewer frames (--frames, "
+                     f"num_frames; at most {fits // max(1, int(batch_size))} fit here), a smaller size or batch")

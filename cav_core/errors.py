@@ -20,3 +20,9 @@ class AdapterError(CavError):
 
 class InputError(CavError, ValueError):
     """An argument is out of range or malformed."""
+
+
+class OutputError(CavError, OSError):
+    """An output file or folder could not be written (read-only, full disk, bad name...).
+
+    Also an ``OSError``, so code that handles OS errors still catches it."""

@@ -6,13 +6,14 @@ the same folder, then is hard-linked into place (which fails if the name exists)
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 #: Characters that are not allowed (Windows) or are trouble in a file name: control
 #: characters and ``<>:"|?*``. Each becomes ``_``; letters of any script are kept.
@@ -23,6 +24,7 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,12}")
 KNOWN_EXTENSIONS = frozenset({".mp4", ".webm", ".gif", ".mov", ".mkv", ".png", ".jpg", ".jpeg", ".webp",
                               ".safetensors", ".json", ".txt"})
 MAX_NAME_BYTES = 200  # per path part, below the 255-byte limit of common file systems
+MAX_PART_BYTES = 255  # what ext4, btrfs, xfs, NTFS and APFS allow per path part
 
 
 def _clip_utf8(text: str, limit: int) -> str:
@@ -94,38 +96,202 @@ def unique_path(path: str | os.PathLike) -> Path:
     raise InputError(f"no free file name next to {p}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
-    """Call ``write(tmp_path)`` then move the result to ``path`` in one step.
+#: Temp files carry the writer's process id, so a later run can tell a temp file left by a
+#: killed process (removed by :func:`clean_stale_temps`) from one a live run is writing.
+_TEMP_TAG = ".cav{pid}-"
+_TEMP_PID = re.compile(r"\.cav(\d+)-[^/]*\.tmp")
+
+_OS_REASONS = {
+    errno.ENOSPC: ("the disk is full (no space left on the device)", "free some space or write somewhere else"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or write somewhere else"),
+    errno.EROFS: ("it is on a read-only file system", "choose a folder you can write to"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to"),
+    errno.EPERM: ("permission denied", "choose a folder you can write to"),
+    errno.ENAMETOOLONG: ("the name is too long for the file system", "choose a shorter name"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose a path inside a folder"),
+    errno.EEXIST: ("a file of that name is in the way of a folder", "choose another path"),
+    errno.EISDIR: ("it is a folder", "give a file name"),
+}
+
+
+def os_error_message(e: OSError, path: str | os.PathLike) -> str:
+    """One line for an OS error on an output ``path``: what went wrong and what to do."""
+    reason, todo = _OS_REASONS.get(e.errno, (e.strerror or type(e).__name__, "choose another place to write"))
+    return f"cannot write {path}: {reason}; {todo}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # cannot tell: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp files that writes of ``path`` left behind in a process that was
+    killed (e.g. ``kill -9`` during the final save); temp files of live processes stay."""
+    p = Path(path)
+    removed = []
+    try:
+        candidates = list(p.parent.glob(f".{glob_escape(p.stem)}.cav*-*.tmp{glob_escape(p.suffix)}"))
+    except OSError:
+        return removed
+    for t in candidates:
+        m = _TEMP_PID.search(t.name)
+        if m and not _pid_alive(int(m.group(1))) and t.is_file():
+            try:
+                t.unlink()
+                removed.append(t)
+            except OSError:
+                pass
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    q = path
+    while not q.exists() and q.parent != q:
+        q = q.parent
+    return q
+
+
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    """Bytes free for this user on the file system of ``folder`` (None where not measurable)."""
+    try:
+        st = os.statvfs(_existing_ancestor(Path(folder).absolute()))
+    except (OSError, AttributeError):
+        return None
+    return int(st.f_bavail * st.f_frsize)
+
+
+def check_output_path(path: str | os.PathLike, expected_bytes: int = 0, what: str = "output") -> Path:
+    """Refuse, before any work, an output ``path`` that cannot be written: a folder, a name
+    the file system does not allow, a parent that is a file, a read-only or not writable
+    folder, or a disk without room for about ``expected_bytes``. Creates nothing.
+
+    ``what`` names the input in the message (e.g. ``"--out"``)."""
+    p = Path(path).expanduser()
+    if "\x00" in str(p):
+        raise InputError(f"{what} {p!r}: a file name cannot contain a NUL character")
+    parts = p.absolute().parts
+    for part in parts:  # first: a stat of a too-long name fails with an OS error of its own
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_PART_BYTES:
+            raise InputError(f"{what} {p}: the name {part[:40]!r}... is {len(part.encode())} bytes long; this file "
+                             f"system allows {MAX_PART_BYTES}: choose a shorter name")
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a folder; give a file name inside it, e.g. "
+                         f"{p / ('result' + (p.suffix or ''))}")
+    base = _existing_ancestor(p.absolute().parent)  # an existing file at p itself is fine: it gets a counter name
+    if not base.is_dir():
+        raise InputError(f"{what} {p}: {base} is a file, not a folder; choose a path inside a folder")
+    try:
+        st = os.statvfs(base)
+        readonly = bool(st.f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        st, readonly = None, False
+    if readonly:
+        raise InputError(f"{what} {p}: {base} is on a read-only file system; choose a folder you can write to")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {p}: no permission to write in {base}; choose a folder you can write to")
+    if st is not None and expected_bytes > 0:
+        free = int(st.f_bavail * st.f_frsize)
+        need = int(expected_bytes * 1.1) + 1024**2
+        if free < need:
+            raise InputError(f"{what} {p}: not enough disk space in {base}: the result needs about "
+                             f"{_size(need)}, {_size(free)} are free; free some space or write somewhere else")
+    return p
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
+def ensure_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` as an existing folder (made if missing), with a one-line error naming it."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{what} {p} is a file, not a folder; give a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(os_error_message(e, p)) from None
+    return p
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False,
+                 unique: bool = False) -> Path:
+    """Call ``write(tmp_path)`` then move the result to ``path`` in one step; returns where it went.
 
     With ``overwrite=False`` an existing ``path`` raises :class:`InputError` and is left
-    untouched; the temp file is removed on any failure."""
+    untouched, unless ``unique``: then the result takes the next free counter name
+    (``name_00001.ext``), also when another process takes the name while this one writes,
+    so two runs given the same name both keep their result. The temp file is removed on
+    any failure; an OS error (full disk, read-only folder, ...) becomes :class:`OutputError`
+    naming the path."""
     final = Path(path)
     if final.is_dir():
         raise InputError(f"output path {final} is a folder; give a file name")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(os_error_message(e, final)) from None
     if not overwrite and final.exists():
-        raise InputError(f"{final} already exists; choose another name (files are never overwritten)")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+        if not unique:
+            raise InputError(f"{final} already exists; choose another name (files are never overwritten)")
+        final = unique_path(final)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}{_TEMP_TAG.format(pid=os.getpid())}",
+                                        suffix=f".tmp{final.suffix}", dir=final.parent)
+    except OSError as e:
+        raise OutputError(os_error_message(e, final)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
-        if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        if overwrite:
-            os.replace(tmp, final)
-        else:
-            try:
-                os.link(tmp, final)  # atomic and refuses an existing name, unlike rename
-            except FileExistsError:
-                raise InputError(f"{final} already exists; choose another name (files are never overwritten)") from None
-            except OSError:  # file systems without hard links
-                if final.exists():
-                    raise InputError(f"{final} already exists; choose another name") from None
+        try:
+            write(tmp)
+            if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask permissions
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+            if overwrite:
                 os.replace(tmp, final)
+            else:
+                final = _link_into_place(tmp, final, unique)
+        except OutputError:
+            raise
+        except OSError as e:
+            raise OutputError(os_error_message(e, final)) from e
     finally:
         if tmp.exists():
             tmp.unlink()
     return final
+
+
+def _link_into_place(tmp: Path, final: Path, unique: bool) -> Path:
+    for _ in range(100000):
+        try:
+            os.link(tmp, final)  # atomic and refuses an existing name, unlike rename
+            return final
+        except FileExistsError:
+            if not unique:
+                raise InputError(f"{final} already exists; choose another name (files are never overwritten)") from None
+            final = unique_path(final)
+        except OSError as e:  # file systems without hard links
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOTSUP):
+                raise
+            if final.exists():
+                if not unique:
+                    raise InputError(f"{final} already exists; choose another name") from None
+                final = unique_path(final)
+                continue
+            os.replace(tmp, final)
+            return final
+    raise InputError(f"no free file name next to {final}")

@@ -107,6 +107,7 @@ class T2VComponents:
     scheduler_config: Mapping[str, Any]
     model_id: str
     source: str = ""
+    name: str = ""  # readable (the folder's name); the identity is model_id
 
     @property
     def device(self) -> torch.device:
@@ -134,7 +135,7 @@ class T2VComponents:
 
         u = self.unet.config
         return "\n".join([
-            f"model      {self.model_id}  ({self.source or 'in memory'})",
+            f"model      {self.name or '?'}  (id {self.model_id}, {self.source or 'in memory'})",
             f"unet       {type(self.unet).__name__}: blocks {tuple(u.block_out_channels)}, "
             f"{n_params(self.unet)}, latent {u.in_channels} ch, sample size {u.sample_size}",
             f"text       {type(self.text_encoder).__name__}: width {self.text_encoder.config.hidden_size}, "
@@ -155,11 +156,73 @@ def _freeze(*modules: nn.Module) -> None:
         m.eval()
 
 
-def _model_id(folder: Path, unet_config: Mapping[str, Any]) -> str:
-    # Name + fingerprint of the UNet config: enough to tell an absorber trained on another
-    # base model (different widths/blocks) from one that fits, without hashing GBs of weights.
-    digest = hashlib.sha1(json.dumps(dict(unet_config), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{folder.name}@{digest}"
+#: Tensors whose bytes identify a model's weights (the first of each group that exists):
+#: small, fixed, and changed by any fine-tune of the UNet or the text encoder.
+_FINGERPRINT_TENSORS = (("conv_in.weight",), ("conv_out.weight",), ("time_embedding.linear_1.weight",),
+                        ("text_model.embeddings.token_embedding.weight",))
+_FINGERPRINT_VALUES = 1 << 20  # at most this many values of each (a large vocabulary table is 50M)
+
+
+def architecture_config(unet_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The UNet config without diffusers' bookkeeping (``_name_or_path`` is the folder's
+    absolute path, ``_diffusers_version`` the library's version): what the layers are."""
+    return {k: v for k, v in dict(unet_config).items() if not str(k).startswith("_")}
+
+
+def _weights_fingerprint(*modules: nn.Module | None) -> str:
+    h = hashlib.sha1()
+    for m in modules:
+        if m is None:
+            continue
+        params = dict(m.named_parameters())
+        for group in _FINGERPRINT_TENSORS:
+            for name in group:
+                if name in params:
+                    # fp16 bytes: the same file loaded in fp32 or fp16 gives the same fingerprint
+                    t = params[name].detach().flatten()[:_FINGERPRINT_VALUES].to("cpu", torch.float16).contiguous()
+                    h.update(name.encode())
+                    h.update(t.numpy().tobytes())
+        if not any(n in params for g in _FINGERPRINT_TENSORS for n in g) and params:
+            first = next(iter(params.values())).detach().flatten()[:_FINGERPRINT_VALUES]
+            h.update(first.to("cpu", torch.float16).contiguous().numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
+def _model_id(unet: nn.Module, text_encoder: nn.Module | None = None) -> str:
+    """``arch.weights``: a hash of the architecture config and a fingerprint of a few weight
+    tensors. The same model copied, moved, loaded from another folder or with another
+    diffusers version has the same id; the readable name is kept apart (``T2VComponents.name``)."""
+    cfg = json.dumps(architecture_config(unet.config), sort_keys=True, default=str)
+    arch = hashlib.sha1(cfg.encode()).hexdigest()[:10]
+    return f"{arch}.{_weights_fingerprint(unet, text_encoder)}"
+
+
+def split_model_id(model_id: str) -> tuple[str, str] | None:
+    """(architecture hash, weights fingerprint) of an id from :func:`_model_id`; None for the
+    ids older versions wrote (``name@hash`` of a config that held the path)."""
+    parts = model_id.split(".") if isinstance(model_id, str) else []
+    if len(parts) == 2 and all(len(x) == 10 and all(c in "0123456789abcdef" for c in x) for x in parts):
+        return parts[0], parts[1]
+    return None
+
+
+def base_model_note(components: "T2VComponents", trained_id: str, trained_name: str = "",
+                    label: str = "the adapter") -> str | None:
+    """A warning when an adapter whose layers fit was trained on other weights of the same
+    architecture (or on another config whose layer sizes agree); None when it is the same
+    model or the file is too old to tell. Layer sizes are checked elsewhere (a misfit is refused)."""
+    if not trained_id or trained_id == components.model_id:
+        return None
+    old, new = split_model_id(trained_id), split_model_id(components.model_id)
+    if old is None or new is None:
+        return None  # written by an older version: its id held the folder path, so it cannot be compared
+    theirs = f"{trained_name or 'a model'} ({trained_id})"
+    ours = f"{components.name or 'this model'} ({components.model_id})"
+    if old[0] == new[0]:
+        return (f"{label} was trained on {theirs} and this model is {ours}: the same architecture with different "
+                f"weights; it applies, but may work less well than on the model it was trained on")
+    return (f"{label} was trained on {theirs} and this model is {ours}: another architecture config whose layer "
+            f"sizes fit; it applies, but may work less well than on the model it was trained on")
 
 
 def _check_layout(folder: Path) -> dict[str, Any]:
@@ -256,7 +319,8 @@ def load_t2v(path: str | os.PathLike, device: str | torch.device = "auto",
     _freeze(loaded["unet"], loaded["vae"], loaded["text_encoder"])
     comps = T2VComponents(unet=loaded["unet"], text_encoder=loaded["text_encoder"], tokenizer=tokenizer,
                           vae=loaded["vae"], scheduler_config=scheduler_config,
-                          model_id=_model_id(folder, loaded["unet"].config), source=str(folder))
+                          model_id=_model_id(loaded["unet"], loaded["text_encoder"]), source=str(folder),
+                          name=folder.name)
     return ModelHandle(comps)
 
 
@@ -274,7 +338,7 @@ def build_t2v(unet_config: Mapping[str, Any], text_config: Mapping[str, Any], va
     _freeze(unet, vae, text_encoder)
     comps = T2VComponents(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                           scheduler_config=dict(scheduler_config),
-                          model_id=_model_id(Path(name), unet.config), source="")
+                          model_id=_model_id(unet, text_encoder), source="", name=name)
     return ModelHandle(comps)
 
 
@@ -467,6 +531,7 @@ class ModelHandle:
         """:meth:`applied`, plus a :class:`StepLoras` for a sampler to select, before each
         forward, the LoRAs that act on that step and guidance branch."""
         loras = [a for a in self.loras + extra_loras if a.strength != 0.0]
-        with switchable_loras(self.base.unet, [(a.lora, a.strength) for a in loras], merge=merge) as switch, \
+        with switchable_loras(self.base.unet, [(a.lora, a.strength) for a in loras], merge=merge,
+                              names=[a.name for a in loras]) as switch, \
                 bypass_temporal(self.base.unet, enabled=self.bypass_temporal):
             yield switch.unet, StepLoras(switch, loras)

@@ -21,11 +21,26 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .errors import InputError
+from .errors import CavError, InputError
 from .model import ModelHandle, StepLoras, T2VComponents
 from .textual_inversion import encode_text
 
 ProgressFn = Callable[[int, int, dict], None]
+MAX_SEED = 2**63 - 1
+
+
+class SamplingError(CavError):
+    """Sampling produced no usable video (e.g. the latents became NaN)."""
+
+
+def check_seed(seed: Any, what: str = "seed", count: int = 1) -> int:
+    """``seed`` as an int such that ``seed .. seed+count-1`` are all in 0..2**63-1 (what
+    torch generators take); an error names the seed instead of an overflow deep in torch."""
+    top = MAX_SEED - (max(1, int(count)) - 1)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= top:
+        extra = f" (with a batch of {count}, seed+{count - 1} must fit too)" if count > 1 else ""
+        raise InputError(f"{what} must be a whole number in 0..{top}{extra}, got {seed!r} (--seed, node input seed)")
+    return int(seed)
 
 # name -> (diffusers class, extra config); the user-facing names match ComfyUI's habits.
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -52,14 +67,16 @@ def latent_size(components: T2VComponents, height: int | None, width: int | None
     vsf = components.vae_scale_factor
     sample = components.unet.config.sample_size
     sample = sample if isinstance(sample, int) else sample[0]
-    height = int(height or sample * vsf)
-    width = int(width or sample * vsf)
+    # None is the native size; 0 is a mistake, not a request for it
+    height = int(sample * vsf if height is None else height)
+    width = int(sample * vsf if width is None else width)
     # each UNet down block but the last halves the latent
     multiple = vsf * 2 ** (len(components.unet.config.down_block_types) - 1)
     for label, v in (("height", height), ("width", width)):
         if v <= 0 or v % multiple:
             raise InputError(f"{label} {v} is not a positive multiple of {multiple}, which this model needs; "
-                             f"try {max(multiple, round(v / multiple) * multiple)}")
+                             f"try {max(multiple, round(v / multiple) * multiple)} (or leave --{label} out for the "
+                             f"model's native size, {sample * vsf})")
     return height, width, height // vsf, width // vsf
 
 
@@ -209,9 +226,13 @@ def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_fr
     if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
         raise InputError("prompt and negative prompt must be text")
     _check_common(steps, guidance_scale, num_frames, batch_size)
+    seed = check_seed(seed, count=batch_size)
     c = handle.base
     height, width, h, w = latent_size(c, height, width)
     shape = (c.latent_channels, int(num_frames), h, w)
+    from .device_guard import check_output_memory
+
+    check_output_memory(c, batch_size, int(num_frames), height, width)
     noise = torch.stack([seed_noise(seed + i, shape) for i in range(batch_size)])
     if init_latents is not None:
         init = init_latents.float().cpu()
@@ -220,11 +241,39 @@ def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_fr
                              f"(1, {', '.join(map(str, shape))}); invert a clip with the same frames and size")
         noise = blend_latents(init.expand(batch_size, *shape), noise, init_blend)
     cond = text_embeddings(handle, [prompt] * batch_size)
-    uncond = text_embeddings(handle, [negative_prompt] * batch_size) if guidance_scale != 1.0 else None
+    try:
+        uncond = text_embeddings(handle, [negative_prompt] * batch_size) if guidance_scale != 1.0 else None
+    except InputError as e:
+        raise InputError(f"negative {e} (--negative, node input negative_prompt)") from None
     with handle.applied_by_timestep(merge=merge) as (unet, loras):
         latents = denoise(c, unet, cond, uncond, noise, steps, guidance_scale, scheduler, seed, progress, preview,
                           loras=loras)
-    return latents if return_latents else decode_latents(c, latents)
+    if not bool(torch.isfinite(latents).all()):
+        raise SamplingError(f"sampling produced NaN or infinite latents, so the video would be black: "
+                            f"{_suspects(handle)}")
+    if return_latents:
+        return latents
+    frames = decode_latents(c, latents)
+    if not bool(torch.isfinite(frames).all()):
+        raise SamplingError(f"the VAE of model {c.name or c.model_id} decoded NaN or infinite frames from finite "
+                            f"latents: the model's VAE weights are broken; load an intact copy of the model")
+    return frames
+
+
+def _suspects(handle: ModelHandle) -> str:
+    """Who made the latents non-finite: a broken model weight, else the applied adapters."""
+    c = handle.base
+    for module in (c.unet, c.text_encoder):
+        for name, p in module.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return (f"the model {c.name or c.model_id} is broken (its weight {name} holds NaN or infinite "
+                        f"values); load an intact copy of the model")
+    if handle.loras:
+        names = ", ".join(f"{a.name or a.lora.role + ' LoRA'} (strength {a.strength:g})" for a in handle.loras)
+        return (f"with {names} applied to model {c.name or c.model_id}; one of them is broken or too strong: "
+                f"sample without it or at a lower strength")
+    return (f"the model {c.name or c.model_id} with no adapters applied; try another scheduler or guidance scale, "
+            f"or load an intact copy of the model")
 
 
 @torch.no_grad()
@@ -253,6 +302,8 @@ def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Te
 def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: int = 25,
                  progress: ProgressFn | None = None) -> torch.Tensor:
     """Reference frames (F,H,W,C) -> DDIM-inverted latents (1,C,F,h,w) for :func:`generate`."""
+    if not isinstance(frames, torch.Tensor):
+        raise InputError(f"frames must be a (F,H,W,3) tensor, got {type(frames).__name__}")
     _check_common(steps, 1.0, frames.shape[0] if frames.ndim == 4 else 1, 1)
     c = handle.base
     if frames.ndim != 4 or frames.shape[-1] != 3:

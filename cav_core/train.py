@@ -32,14 +32,16 @@ import torch
 from torch import nn
 
 from .adapter_files import AdapterFile, TokenEmbeddings
-from .adapters import add_trainable_lora, extract_lora
+from .adapters import add_trainable_lora, check_fits, extract_lora
 from .device_guard import check_training_memory
-from .errors import CavError, InputError
-from .fileutil import atomic_write
-from .model import ModelHandle, check_min_timestep
+from .errors import AdapterError, CavError, InputError, OutputError
+from .fileutil import atomic_write, check_output_path, clean_stale_temps, os_error_message
+from .model import ModelHandle, base_model_note, check_min_timestep
 from .recolor import hue_rotated_views, unrotatable_color
-from .sample import ProgressFn, decode_latents, denoise, encode_frames, latent_size, seed_noise, text_embeddings
-from .textual_inversion import default_init_word, encode_text, init_embeddings, placeholder_names, with_placeholders
+from .sample import (ProgressFn, check_seed, decode_latents, denoise, encode_frames, latent_size, seed_noise,
+                     text_embeddings)
+from .textual_inversion import (default_init_word, encode_text, init_embeddings, placeholder_names, tokenize,
+                                with_placeholders)
 
 
 class TrainingError(CavError):
@@ -51,6 +53,10 @@ ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3,
                          crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
 TEMPORAL_DEFAULTS = dict(steps=1000, rank=4, alpha=4.0, lr=2e-3, min_timestep=300, recolor=True)
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: Written into every checkpoint folder the tool creates. Only a folder holding it is ever
+#: cleaned up, and then only the files the tool writes there (CHECKPOINT_FILE, its temp
+#: files, the marker); a folder of the user's is never touched (docs/BAD_INPUTS.md).
+CHECKPOINT_MARKER = ".cav-checkpoint"
 
 
 # --------------------------------------------------------------------------- the loop
@@ -132,8 +138,111 @@ def _save_checkpoint(job: TrainJob, opt: torch.optim.Optimizer, step: int) -> No
             tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
     meta = {"step": str(step), "fingerprint": job.fingerprint, "stage": job.stage,
             "losses": json.dumps(job.losses)}
+    make_checkpoint_dir(job.checkpoint_dir)
     atomic_write(job.checkpoint_dir / CHECKPOINT_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta),
                  overwrite=True)
+
+
+# --------------------------------------------------------------------------- checkpoint folders
+
+def default_checkpoint_dir(out: str | os.PathLike) -> Path:
+    """The automatic checkpoint folder of an output file: ``OUT.checkpoint`` next to it."""
+    o = Path(out)
+    return o.with_name(o.stem + ".checkpoint")
+
+
+def is_tool_checkpoint_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint folder this tool made (it holds the marker)."""
+    return (Path(path) / CHECKPOINT_MARKER).is_file()
+
+
+def make_checkpoint_dir(path: str | os.PathLike) -> bool:
+    """Create the checkpoint folder with its marker, in one step (a folder of that name is
+    either absent or complete and marked, even for a second process looking at the same
+    moment); True if this call made it. An existing folder is left as it is."""
+    p = Path(path)
+    if p.is_dir():
+        return False
+    tmp = p.with_name(f".{p.name}.cav{os.getpid()}-new")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"made_by": "customize-a-video", "files": [CHECKPOINT_FILE]}))
+        try:
+            os.rename(tmp, p)
+            return True
+        except OSError:
+            if p.is_dir():  # another run made it a moment ago
+                return False
+            raise
+    except OSError as e:
+        raise OutputError(os_error_message(e, p)) from None
+    finally:
+        if tmp.exists():
+            (tmp / CHECKPOINT_MARKER).unlink(missing_ok=True)
+            tmp.rmdir()
+
+
+def drop_checkpoint(path: str | os.PathLike) -> bool:
+    """Remove a finished run's checkpoint folder: only if this tool made it (marker), and only
+    the files the tool writes there; a folder still holding other files is kept. True if
+    the folder is gone."""
+    p = Path(path)
+    if not is_tool_checkpoint_dir(p):
+        return False
+    (p / CHECKPOINT_FILE).unlink(missing_ok=True)
+    clean_stale_temps(p / CHECKPOINT_FILE)
+    (p / CHECKPOINT_MARKER).unlink(missing_ok=True)
+    try:
+        p.rmdir()
+    except OSError:  # the user put files of theirs in it: keep them, and the folder
+        return False
+    return True
+
+
+class CheckpointLock:
+    """A checkpoint folder held by this process for one run (see :func:`claim_checkpoint_dir`)."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        """Let go; a folder that got no checkpoint (the run failed before it) is removed."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if is_tool_checkpoint_dir(self.path) and not (self.path / CHECKPOINT_FILE).exists():
+            drop_checkpoint(self.path)
+
+
+def claim_checkpoint_dir(path: str | os.PathLike, default: bool) -> CheckpointLock | None:
+    """Take the checkpoint folder ``path`` for one run; None while another run holds it.
+
+    ``default``: the automatic ``OUT.checkpoint`` folder, which must be absent or made by
+    this tool: a user's folder of that name is refused (:class:`InputError`), never
+    used or cleaned up. A folder the user names (``--checkpoint-dir``) may be theirs."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"checkpoint folder {p} exists and is not a folder; pass another --checkpoint-dir")
+    if default and p.exists() and not is_tool_checkpoint_dir(p):
+        raise InputError(f"{p} already exists and was not made by this tool, so it is left untouched and not "
+                         f"used for checkpoints; move it away, or pass --checkpoint-dir to keep checkpoints "
+                         f"elsewhere (or choose another --out)")
+    check_output_path(p / CHECKPOINT_FILE, 0, "checkpoint folder")
+    if p.exists() and not is_tool_checkpoint_dir(p):
+        return CheckpointLock(p, None)  # the user's own folder: no marker is put in it
+    make_checkpoint_dir(p)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, runs on one output must not overlap
+        return CheckpointLock(p, None)
+    fd = os.open(p / CHECKPOINT_MARKER, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    clean_stale_temps(p / CHECKPOINT_FILE)  # left by a run killed while saving
+    return CheckpointLock(p, fd)
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -150,6 +259,9 @@ def _restore_checkpoint(job: TrainJob, opt: torch.optim.Optimizer) -> int:
     """Load the checkpoint of this very run, if any; returns the step to continue from."""
     path = job.checkpoint_dir / CHECKPOINT_FILE if job.checkpoint_dir else None
     if path is None or not path.exists():
+        if job.resume:
+            where = f"in {job.checkpoint_dir}" if job.checkpoint_dir else "(no checkpoint folder was given)"
+            warnings.warn(f"--resume: there is no checkpoint {where}; starting fresh", stacklevel=3)
         return 0
     tensors, meta = _read_checkpoint(path)
     if meta.get("fingerprint") != job.fingerprint:
@@ -210,6 +322,10 @@ def run_training(job: TrainJob) -> list[float]:
                     pred = unet(xt.to(dev, amp_dtype), t.to(dev), encoder_hidden_states=cond.to(dev, amp_dtype)).sample
                 loss = torch.nn.functional.mse_loss(pred.float(), target.to(dev))
                 if not torch.isfinite(loss):
+                    broken = _broken_inputs(unet, params, x0, cond)
+                    if broken:
+                        raise TrainingError(f"{job.stage}: the loss became {loss.item()} at step {step + 1}, "
+                                            f"training stopped: {broken}; {_kept(job, saved)}")
                     raise TrainingError(f"{job.stage}: the loss became {loss.item()} at step {step + 1}, training "
                                         f"stopped; {_kept(job, saved)}. Lower the learning rate and train again "
                                         f"(other settings need another checkpoint folder)")
@@ -234,6 +350,8 @@ def run_training(job: TrainJob) -> list[float]:
             step = job.steps
     except TrainingError:
         raise  # diverged: the last good checkpoint stays as it is
+    except OutputError as e:  # a checkpoint could not be written (full disk...): the last good one stays
+        raise OutputError(f"{e}; {_kept(job, saved)}") from None
     except BaseException as e:
         # A cancel (or Ctrl-C) keeps the steps already done: save them if this step finished.
         if job.checkpoint_dir and 0 < len(job.losses) and step > start and _finite(params):
@@ -249,9 +367,29 @@ def run_training(job: TrainJob) -> list[float]:
     if not _finite(params):
         raise TrainingError(f"{job.stage}: the trained weights became NaN or infinite in the last step; "
                             f"{_kept(job, saved)}. Lower the learning rate and train again")
-    if job.checkpoint_dir:
-        _save_checkpoint(job, opt, job.steps)
+    if job.checkpoint_dir and job.steps > start:
+        try:
+            _save_checkpoint(job, opt, job.steps)
+        except OutputError as e:  # the trained weights are still in memory: the caller may save them
+            raise OutputError(f"{e}; {_kept(job, saved)}") from None
     return job.losses
+
+
+def _broken_inputs(unet: nn.Module, trainable: list[torch.Tensor], x0: torch.Tensor, cond: torch.Tensor) -> str:
+    """Why a loss is non-finite when a lower learning rate cannot help: the model's own
+    weights, or the latents / text embeddings it is given, are not finite ("" if they are)."""
+    ids = {id(p) for p in trainable}
+    for name, p in unet.named_parameters():
+        if id(p) not in ids and not bool(torch.isfinite(p).all()):
+            return (f"the model itself is broken: its weight {name} holds NaN or infinite values (before any "
+                    f"training), so no learning rate can help; load an intact copy of the model (download it again)")
+    if not bool(torch.isfinite(x0).all()):
+        return ("the training latents hold NaN or infinite values: the model's VAE is broken (or the frames are); "
+                "load an intact copy of the model")
+    if not bool(torch.isfinite(cond).all()):
+        return ("the text embeddings hold NaN or infinite values: the model's text encoder (or a textual-inversion "
+                "absorber) is broken; load an intact copy")
+    return ""
 
 
 def _finite(params: list[torch.Tensor]) -> bool:
@@ -318,7 +456,9 @@ def _as_dir(path: str | os.PathLike | None) -> Path | None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"checkpoint folder {p} exists and is not a folder")
-    p.mkdir(parents=True, exist_ok=True)
+    # Checked now, made (with its marker) at the first checkpoint: a run that fails before
+    # that leaves no empty folder behind.
+    check_output_path(p / CHECKPOINT_FILE, 0, "checkpoint folder")
     return p
 
 
@@ -346,6 +486,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
     batch_size = int(batch_size or d["batch_size"])
+    seed = check_seed(seed)
     frames = _prepare_frames(handle, frames)
     check_training_memory(handle.base, 1, frames.shape[1], frames.shape[2], batch_size, stage="absorber")
     c = handle.base
@@ -364,6 +505,11 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
         tokens = TokenEmbeddings(names, init_embeddings(c.text_encoder, c.tokenizer, init_word, num_tokens))
         tokens.embeddings.requires_grad_(True)
         text = with_placeholders(caption, names, init_word)
+        try:
+            tokenize(c.tokenizer, [text], names)
+        except InputError as e:
+            raise InputError(f"the caption with {num_tokens} textual-inversion token(s) in it is too long ({e}); "
+                             f"use fewer tokens (--tokens, num_tokens) or shorten the caption") from None
     fingerprint = _fingerprint("absorber", c.model_id, kind, text, steps, rank, alpha, num_tokens, lora_lr, ti_lr,
                                crop_range, batch_size, seed, frames)
 
@@ -395,7 +541,8 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                 if kind in ("lora", "both") else None)
     if tokens is not None:
         tokens = TokenEmbeddings(tokens.tokens, tokens.embeddings.detach().clone())
-    return AdapterFile(kind="absorber", lora=lora, tokens=tokens, base_model=c.model_id, info=info)
+    return AdapterFile(kind="absorber", lora=lora, tokens=tokens, base_model=c.model_id, info=info,
+                       base_model_name=c.name)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -407,13 +554,58 @@ def _caption_for(absorber: AdapterFile | None, caption: str) -> str:
 
 
 def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
+    """Refuse an absorber that does not fit ``handle``'s model (layer sizes, token width);
+    one trained on other weights of a fitting architecture is used, with a warning."""
     if absorber is None:
         return
     if absorber.kind != "absorber" and not (absorber.lora is not None and absorber.lora.role == "spatial"):
-        raise InputError(f"the absorber input is a {absorber.kind}, not an appearance absorber or spatial LoRA")
-    if absorber.base_model and absorber.base_model != handle.model_id and absorber.kind == "absorber":
-        raise InputError(f"the absorber was trained on model {absorber.base_model}, but this model is "
-                         f"{handle.model_id}; train the absorber on this model")
+        raise InputError(f"the absorber (--absorber, node input absorber) is a {absorber.kind}, not an appearance "
+                         f"absorber or spatial LoRA: give the file train-absorber wrote (Train Appearance Absorber)")
+    c = handle.base
+    trained = f"model {absorber.base_model_name or absorber.base_model or '(not recorded)'}"
+    if absorber.base_model and absorber.base_model_name:
+        trained += f" ({absorber.base_model})"
+    if absorber.lora is not None:
+        try:
+            check_fits(c.unet, absorber.lora, label="the absorber")
+        except AdapterError as e:
+            raise InputError(f"the absorber was trained on {trained}, but this model is {c.name or 'unnamed'} "
+                             f"({c.model_id}) and its layers do not fit ({e}); train the absorber on this "
+                             f"model") from None
+    if absorber.tokens is not None:
+        width = c.text_encoder.get_input_embeddings().embedding_dim
+        if absorber.tokens.embeddings.shape[1] != width:
+            raise InputError(f"the absorber was trained on {trained}, but this model is {c.name or 'unnamed'} "
+                             f"({c.model_id}): its textual-inversion tokens have width "
+                             f"{absorber.tokens.embeddings.shape[1]}, this text encoder's is {width}; train the "
+                             f"absorber on this model")
+    note = base_model_note(c, absorber.base_model, absorber.base_model_name, "the absorber")
+    if note:
+        warnings.warn(note, stacklevel=3)
+
+
+def expected_adapter_bytes(handle: ModelHandle, role: str | None, rank: int, num_tokens: int = 0) -> int:
+    """Bytes of the adapter a run will save (LoRA on ``role``'s layers at ``rank``, plus
+    ``num_tokens`` embedding rows), for checking the disk before training."""
+    from .layers import role_modules
+
+    unet = handle.base.unet
+    n = 0
+    if role is not None:
+        for m in role_modules(unet, role):
+            lin = unet.get_submodule(m)
+            n += (lin.in_features + lin.out_features) * int(rank)
+    if num_tokens:
+        n += int(num_tokens) * handle.base.text_encoder.get_input_embeddings().embedding_dim
+    return 4 * n + 64 * 1024  # fp32 values and the header
+
+
+def _warn_if_still(frames: torch.Tensor) -> None:
+    """A T-LoRA learns the motion of the clip; a clip whose frames are all the same has none."""
+    if frames.shape[0] < 2 or float((frames - frames[:1]).abs().max()) < 1.0 / 255:
+        warnings.warn(f"the reference clip has no motion: all {frames.shape[0]} frame(s) are identical, so the "
+                      f"T-LoRA can only learn a still image; take more frames (--frames, num_frames) at a rate the "
+                      f"video has (--fps, fps)", stacklevel=3)
 
 
 def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str, absorber: AdapterFile | None = None,
@@ -444,8 +636,10 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha)
     recolor = bool(d["recolor"] if recolor is None else recolor)
+    seed = check_seed(seed)
     check_absorber(handle, absorber)
     frames = _prepare_frames(handle, frames)
+    _warn_if_still(frames)
     check_training_memory(handle.base, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     c = handle.base
     work = handle.with_bypass(False)
@@ -502,4 +696,4 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                 "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
                 "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(frames.shape[0])}
         lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
-    return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info)
+    return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info, base_model_name=c.name)

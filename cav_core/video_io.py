@@ -154,25 +154,21 @@ def _encode(tmp: Path, ext: str, frames: np.ndarray, fps: float) -> None:
             container.mux(packet)
 
 
-def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True) -> Path:
+def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True, unique: bool = False) -> Path:
     """Encode ``frames`` (F, H, W, C; float 0..1 or uint8; numpy or torch) to ``path``.
 
     The extension picks the format: ``.mp4`` (H.264 yuv420p, crf 12; H and W must be even
     because of the 2x2 chroma subsampling), ``.webm`` (VP9) or ``.gif`` (palette, exact
     for <= 256 colors). The file is written to a temp name in the same folder and moved
     into place, so on any error nothing is left behind. With ``overwrite=False`` an
-    existing file raises :class:`InputError` instead of being replaced.
+    existing file raises :class:`InputError` instead of being replaced, or with ``unique``
+    the video takes the next free counter name (the path written is returned).
     """
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(f"cannot write video {p}: extension must be one of {', '.join(SUPPORTED_EXTENSIONS)}")
-    try:
-        fps_f = float(fps)
-    except (TypeError, ValueError):
-        raise InputError(f"fps must be a number, got {fps!r}") from None
-    if not np.isfinite(fps_f) or fps_f <= 0:
-        raise InputError(f"fps must be a positive number, got {fps!r}")
+    fps_f = check_fps(fps)
     data = frames_to_uint8(frames)
     _, h, w, _ = data.shape
     if ext in (".mp4", ".webm") and (h % 2 or w % 2):
@@ -180,7 +176,32 @@ def write_video(path: PathLike, frames: Any, fps: float, overwrite: bool = True)
             f"cannot write {p}: {ext} (yuv420p) needs an even width and height, got {w}x{h}; "
             "crop or pad the frames by one pixel, or write a .gif"
         )
-    return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite)
+    return atomic_write(p, lambda tmp: _encode(tmp, ext, data, fps_f), overwrite=overwrite, unique=unique)
+
+
+def check_video_file(p: Path) -> None:
+    """:class:`VideoReadError` unless ``p`` is a regular file: a folder, a missing path, and a
+    FIFO or device (which would block or read forever) each get their own message."""
+    if p.is_file():
+        return
+    if p.is_dir():
+        what = "the file is a folder, not a video file"
+    elif p.exists():
+        what = "it is not a regular file (a FIFO, socket or device); give a video file (--video, path)"
+    else:
+        what = "the file does not exist"
+    raise VideoReadError(f"cannot read video {p}: {what}")
+
+
+def check_fps(fps: Any, what: str = "fps") -> float:
+    """A frame rate to write a video at: a finite number > 0 (at most 1000)."""
+    try:
+        fps_f = float(fps)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {fps!r}") from None
+    if not np.isfinite(fps_f) or not 0 < fps_f <= 1000:
+        raise InputError(f"{what} must be a frame rate in (0, 1000], got {fps!r}")
+    return fps_f
 
 
 @contextmanager
@@ -193,9 +214,7 @@ def open_video(path: PathLike) -> Iterator[tuple[Any, Any]]:
     are. :func:`read_video` and ``data.load_video_clip`` both read through it, with
     :func:`frame_to_rgb`, so every reader sees the same frames."""
     p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a video file" if p.is_dir() else "does not exist"
-        raise VideoReadError(f"cannot read video {p}: the file {what}")
+    check_video_file(p)
     check_complete(p)
     import av
 

@@ -21,9 +21,11 @@ def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int
 
     if adapter.lora is not None:
         check_fits(handle.base.unet, adapter.lora, label=name)
-    if adapter.base_model and adapter.base_model != handle.model_id:
-        bridge.log.warning("Customize-A-Video: %s was trained on %s, applying it to %s", name,
-                           adapter.base_model, handle.model_id)
+    from cav_core.model import base_model_note
+
+    note = base_model_note(handle.base, adapter.base_model, adapter.base_model_name, name)
+    if note:
+        bridge.log.warning("Customize-A-Video: %s", note)
     new = handle
     if adapter.lora is not None:
         new = new.with_lora(adapter.lora, strength, name, min_timestep=min_timestep, cond_only_from=cond_only_from)

@@ -14,6 +14,8 @@ import json
 import pickle
 import re
 import shutil
+import sys
+import types
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -28,19 +30,31 @@ from cav_core.adapter_files import (AdapterFile, TokenEmbeddings, load_adapter, 
                                     save_adapter)
 from cav_core.adapters import LoraWeights, add_trainable_lora
 from cav_core.data import load_video_clip
-from cav_core.errors import AdapterError, InputError, ModelLoadError, VideoReadError
+from cav_core.errors import AdapterError, InputError, ModelLoadError, OutputError, VideoReadError
 from cav_core.fileutil import atomic_write, safe_output_path
 from cav_core.layers import role_modules
 from cav_core.model import load_t2v, resolve_device, resolve_dtype, save_t2v
-from cav_core.sample import generate
+from cav_core.sample import SamplingError, generate
 from cav_core.train import TrainingError, train_appearance_absorber, train_temporal_lora
 from cav_core.video_io import read_video, write_video
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUTS.md"
+REPO = CATALOGUE.parents[1]
 CAPTION = "a red circle moving on a black background"
 
 
 # --------------------------------------------------------------------------- helpers
+
+def node_run(node: str, **inputs):
+    """Call a node's execute as ComfyUI does (inside ``torch.inference_mode()``): the class
+    tests below check that the nodes reach the same core checks as the CLI."""
+    from comfy_helpers import load_pack
+
+    pack = load_pack()
+    cls = {c.define_schema().node_id: c for c in pack.NODES}[node]
+    with torch.inference_mode():
+        return cls.execute(**inputs).args
+
 
 def snapshot(root: Path) -> dict[str, tuple]:
     """Every file and folder under ``root``: size, content hash and mtime of files."""
@@ -49,6 +63,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
         rel = p.relative_to(root).as_posix()
         if p.is_symlink() or p.is_dir():
             out[rel] = ("link" if p.is_symlink() else "dir",)
+        elif not p.is_file():  # a FIFO or device: reading it would block
+            out[rel] = ("special",)
         else:
             b = p.read_bytes()
             out[rel] = (len(b), hashlib.sha256(b).hexdigest(), p.stat().st_mtime_ns)
@@ -584,15 +600,23 @@ def test_bad_input_model_folder(saved_model, tmp_path, out, case):
 # --------------------------------------------------------------------------- adapters vs. base model
 
 def test_bad_input_absorber_from_another_base_model(tiny, frames, tmp_path, out):
-    absorber = AdapterFile("absorber", lora=_lora(tiny.base.unet, "spatial", rank=1),
-                           tokens=TokenEmbeddings(("<cav-0>",), torch.zeros(1, 64)), base_model="zeroscope_v2_576w@0123456789",
-                           info={"kind": "both", "init_word": "red"})
+    """Another architecture (layers of other sizes) is refused, naming both models, in the
+    core (what the CLI calls) and through the Train Temporal LoRA node."""
+    absorber = AdapterFile("absorber", lora=_lora(tiny.base.unet, "spatial", rank=1, widen=8),
+                           tokens=TokenEmbeddings(("<cav-0>",), torch.zeros(1, 64)), base_model="0123456789.abcdef0123",
+                           base_model_name="zeroscope_v2_576w", info={"kind": "both", "init_word": "red"})
     p = save_adapter(tmp_path / "in" / "absorber.safetensors", absorber)
     loaded = load_adapter(p)
-    assert loaded.base_model == "zeroscope_v2_576w@0123456789"  # the metadata says which
-    with refused(InputError, rf"the absorber was trained on model zeroscope_v2_576w@0123456789, but this model is "
-                 rf"{re.escape(tiny.model_id)}; train the absorber on this model", tmp_path):
+    # the metadata says which model
+    assert (loaded.base_model, loaded.base_model_name) == ("0123456789.abcdef0123", "zeroscope_v2_576w")
+    match = (rf"the absorber was trained on model zeroscope_v2_576w \(0123456789\.abcdef0123\), but this model is "
+             rf"{tiny.base.name} \({re.escape(tiny.model_id)}\) and its layers do not fit \(.*first mismatching "
+             rf"module.*\); train the absorber on this model")
+    with refused(InputError, match, tmp_path):
         train_temporal_lora(tiny, frames, CAPTION, absorber=loaded, steps=1, checkpoint_dir=out / "ckpt")
+    with refused(InputError, match, tmp_path):
+        node_run("TrainTemporalLoRA", model=tiny, frames=frames, caption=CAPTION, steps=1, lr=1e-3, rank=1, seed=0,
+                 absorber=loaded)
 
 
 def test_bad_input_tokens_for_another_text_encoder(tiny, tmp_path, out):
@@ -667,6 +691,9 @@ def _job(tiny, unet, batch, ckpt: Path, steps: int = 10, progress=None) -> train
 
 
 LATENTS, COND = torch.zeros(1, 4, 4, 8, 8), torch.zeros(1, 24, 64)
+#: What a run may add: its checkpoint folder, the checkpoint and the folder's marker.
+CKPT_FILES = {"out/ckpt", f"out/ckpt/{train.CHECKPOINT_FILE}", f"out/ckpt/{train.CHECKPOINT_MARKER}"}
+DIVERGED = 1e30  # finite latents this large make the loss overflow, as too high a learning rate does
 
 
 def _ckpt_state(ckpt: Path) -> tuple[str, str, bool]:
@@ -685,22 +712,22 @@ def test_bad_input_non_finite_loss(tiny, tmp_path, out):
         if step == 2:
             at_step_2["state"] = _ckpt_state(ckpt)
 
-    def batch(step, g):  # the loss turns NaN at the 4th step
-        return (LATENTS * float("nan") if step >= 3 else LATENTS), COND
+    def batch(step, g):  # the loss overflows at the 4th step
+        return (LATENTS + DIVERGED if step >= 3 else LATENTS), COND
 
     with tiny.applied() as unet:
         job = _job(tiny, unet, batch, ckpt, progress=progress)
-        with refused(TrainingError, r"the loss became nan at step 4, training stopped; the last good checkpoint "
+        with refused(TrainingError, r"the loss became (nan|inf) at step 4, training stopped; the last good checkpoint "
                      r"\(step 2\) is kept in .*ckpt\. Lower the learning rate", tmp_path,
-                     allow={"out/ckpt", f"out/ckpt/{train.CHECKPOINT_FILE}"}):
+                     allow=CKPT_FILES):
             train.run_training(job)
     assert _ckpt_state(ckpt) == at_step_2["state"] and at_step_2["state"][0] == "2"  # not replaced, finite
 
 
 def test_bad_input_non_finite_loss_before_any_checkpoint(tiny, tmp_path, out):
     with tiny.applied() as unet:
-        job = _job(tiny, unet, lambda step, g: (LATENTS * float("inf"), COND), out / "ckpt")
-        with refused(TrainingError, r"loss became nan at step 1, training stopped; no checkpoint was written yet",
+        job = _job(tiny, unet, lambda step, g: (LATENTS + DIVERGED, COND), out / "ckpt")
+        with refused(TrainingError, r"loss became (nan|inf) at step 1, training stopped; no checkpoint was written yet",
                      tmp_path):
             train.run_training(job)
 
@@ -716,7 +743,7 @@ def test_bad_input_diverged_weights(tiny, tmp_path, out):
     with tiny.applied() as unet:
         job = _job(tiny, unet, lambda step, g: (LATENTS, COND), ckpt, progress=progress)
         with refused(TrainingError, r"at step 5, training stopped; the last good checkpoint \(step 2\)", tmp_path,
-                     allow={"out/ckpt", f"out/ckpt/{train.CHECKPOINT_FILE}"}):
+                     allow=CKPT_FILES):
             train.run_training(job)
     step, _, finite = _ckpt_state(ckpt)
     assert step == "2" and finite  # the step-4 checkpoint of broken weights was never written
@@ -731,7 +758,7 @@ def test_bad_input_out_of_memory_during_training(tiny, tmp_path, out):
     with tiny.applied() as unet:
         job = _job(tiny, unet, batch, out / "ckpt")
         with refused(TrainingError, r"out of GPU memory at step 4; the last good checkpoint \(step 3\) is kept in .*"
-                     "Use fewer frames", tmp_path, allow={"out/ckpt", f"out/ckpt/{train.CHECKPOINT_FILE}"}):
+                     "Use fewer frames", tmp_path, allow=CKPT_FILES):
             train.run_training(job)
     assert _ckpt_state(out / "ckpt")[0] == "3"
 
@@ -744,7 +771,7 @@ def test_bad_input_cancelled_training(tiny, frames, tmp_path, out):
         if step == 2:
             raise Interrupted
 
-    with refused(Interrupted, None, tmp_path, allow={"out/ckpt", f"out/ckpt/{train.CHECKPOINT_FILE}"}):
+    with refused(Interrupted, None, tmp_path, allow=CKPT_FILES):
         train_temporal_lora(tiny, frames, CAPTION, steps=4, checkpoint_dir=out / "ckpt", progress=cancel)
     assert _ckpt_state(out / "ckpt")[0] == "2"  # resume continues from here: see test_train.py
 
@@ -904,9 +931,10 @@ def test_bad_input_write_fails_half_way(tmp_path, out, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(vio, "_encode", encode_then_fail)
-    with refused(OSError, "No space left on device", tmp_path):
+    with refused(OutputError, r"cannot write .*new\.mp4: the disk is full \(no space left on the device\); free "
+                 r"some space or write somewhere else", tmp_path):
         write_video(out / "new.mp4", _rgb(2), fps=8, overwrite=False)
-    with refused(OSError, "No space left on device", tmp_path):  # overwrite=True must not lose the old file either
+    with refused(OutputError, "the disk is full", tmp_path):  # overwrite=True must not lose the old file either
         write_video(out / "keep.mp4", _rgb(2), fps=8, overwrite=True)
 
     def half(tmp):
@@ -938,6 +966,507 @@ def test_bad_input_video_output(tmp_path, out, name, match):
 def test_bad_input_video_frames_to_write(tmp_path, out, frames, match):
     with refused(InputError, match, tmp_path):
         write_video(out / "new.mp4", frames, fps=8)
+
+
+# --------------------------------------------------------------------------- hardening II: classes of failure
+# One test per class of issue 28 (docs/BAD_INPUTS.md rows 76-): the CLI and, where a node
+# reaches the same core path, the node too.
+
+CLIP = REPO / "cav_core" / "toyworld" / "assets" / "circle.mp4"
+
+
+@pytest.fixture(scope="module")
+def model_dir(saved_model):
+    return str(saved_model)
+
+
+def cli(*argv) -> int:
+    from cav_core import cli as cav_cli
+
+    return cav_cli.main([str(a) for a in argv])
+
+
+def _cli_refused(capsys, root: Path, argv: list, match: str, allow: set[str] = frozenset()) -> str:
+    """The CLI exits 2 with one line ``error: ...`` matching ``match``; nothing under ``root``
+    changes (except ``allow``). Returns the line."""
+    capsys.readouterr()
+    before = snapshot(root)
+    assert cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert re.search(match, err), err
+    assert_same(before, snapshot(root), allow)
+    return err
+
+
+TRAIN = ["train-temporal", "--video", CLIP, "--prompt", CAPTION, "--frames", 4, "--no-recolor"]
+
+
+# class 1: never delete what the tool did not make
+
+def test_bad_input_user_folder_named_like_the_checkpoint(model_dir, tmp_path, out, capsys):
+    user = out / "X.checkpoint"
+    user.mkdir()
+    (user / "notes.txt").write_text("the user's own file")
+    _cli_refused(capsys, tmp_path, [*TRAIN, "--model", model_dir, "--out", out / "X.safetensors", "--steps", 1],
+                 r"X\.checkpoint already exists and was not made by this tool, so it is left untouched and not "
+                 r"used for checkpoints; move it away, or pass --checkpoint-dir")
+    # named explicitly it is used, and the tool's cleanup never takes the user's file (or the folder)
+    assert cli(*TRAIN, "--model", model_dir, "--out", out / "X.safetensors", "--steps", 1,
+               "--checkpoint-dir", user) == 0
+    assert (user / "notes.txt").read_text() == "the user's own file"
+    assert not train.drop_checkpoint(user) and (user / "notes.txt").exists()  # no marker: never cleaned up
+
+
+def test_bad_input_checkpoint_cleanup_takes_only_the_tools_files(tiny, frames, tmp_path, out):
+    ckpt = out / "run.checkpoint"
+    train_temporal_lora(tiny, frames[:2], CAPTION, steps=1, checkpoint_dir=ckpt, recolor=False)
+    assert train.is_tool_checkpoint_dir(ckpt) and (ckpt / train.CHECKPOINT_FILE).exists()
+    (ckpt / "mine.txt").write_text("put here by the user")
+    assert not train.drop_checkpoint(ckpt)  # the folder stays: it holds a file of the user's
+    assert sorted(p.name for p in ckpt.iterdir()) == ["mine.txt"]
+
+
+def test_bad_input_no_empty_checkpoint_folder_after_an_early_failure(model_dir, tiny, tmp_path, out, capsys):
+    with refused(InputError, "caption is empty", tmp_path):
+        train_temporal_lora(tiny, torch.rand(2, 32, 32, 3), " ", steps=1, checkpoint_dir=out / "ckpt")
+    def batch(step, g):  # fails in the loop, before a step is done
+        raise RuntimeError("no frames to be had")
+
+    with tiny.applied() as unet:
+        with refused(RuntimeError, "no frames", tmp_path):
+            train.run_training(_job(tiny, unet, batch, out / "ckpt"))
+    _cli_refused(capsys, tmp_path, ["train-temporal", "--model", model_dir, "--video", tmp_path / "nope.mp4",
+                                    "--prompt", CAPTION, "--out", out / "T.safetensors"], "nope.mp4")
+
+
+# class 2: a model's identity comes from its content
+
+@pytest.fixture(scope="module")
+def toy_copy(tmp_path_factory):
+    """The shipped toy model, and a copy in another folder with another diffusers version."""
+    from cav_core.toyworld import toy_model_path
+
+    src = toy_model_path()
+    if src is None:
+        pytest.skip("pretrained toy model not present")
+    copy = tmp_path_factory.mktemp("moved") / "copy"
+    shutil.copytree(src, copy)
+    _json_edit(copy / "unet" / "config.json", _diffusers_version="9.9.9")
+    _json_edit(copy / "model_index.json", _diffusers_version="9.9.9")
+    return src, copy
+
+
+def test_bad_input_model_copied_or_upgraded_keeps_its_identity(toy_copy, tmp_path, out, recwarn):
+    src, copy = toy_copy
+    original, moved = load_t2v(src, device="cpu"), load_t2v(copy, device="cpu")
+    assert original.model_id == moved.model_id and (original.base.name, moved.base.name) == (src.name, "copy")
+    clip = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(1))
+    absorber = train_appearance_absorber(original, clip, "a red circle", kind="lora", steps=1)
+    p = save_adapter(out / "absorber.safetensors", absorber)
+    loaded = load_adapter(p)
+    assert (loaded.base_model, loaded.base_model_name) == (original.model_id, src.name)
+    before = snapshot(tmp_path)
+    tlora = train_temporal_lora(moved, clip, CAPTION, absorber=loaded, steps=1, recolor=False)  # no refusal
+    node_run("TrainTemporalLoRA", model=moved, frames=clip, caption=CAPTION, steps=1, lr=1e-3, rank=1, seed=0,
+             absorber=loaded, recolor=False)
+    assert tlora.base_model == original.model_id
+    assert not [w for w in recwarn if "trained on" in str(w.message)]  # not even a warning: it is the same model
+    assert_same(before, snapshot(tmp_path))
+
+
+def test_bad_input_same_architecture_other_weights_warns(tiny, frames, tmp_path, out, caplog):
+    from cav_core.toyworld.model_config import build_random_toy
+
+    other = build_random_toy(seed=1)  # the same architecture, other weights
+    assert other.model_id.split(".")[0] == tiny.model_id.split(".")[0] and other.model_id != tiny.model_id
+    absorber = AdapterFile("absorber", lora=_lora(tiny.base.unet, "spatial", rank=1), base_model=other.model_id,
+                           base_model_name="toy-random", info={"kind": "lora"})
+    before = snapshot(tmp_path)
+    with pytest.warns(UserWarning, match=rf"the absorber was trained on toy-random \({re.escape(other.model_id)}\) "
+                      rf"and this model is .*\({re.escape(tiny.model_id)}\): the same architecture with different "
+                      r"weights; it applies"):
+        train_temporal_lora(tiny, frames[:2], CAPTION, absorber=absorber, steps=1, recolor=False)
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="customize_a_video"):
+        node_run("ApplyTemporalLoRA", model=tiny, temporal_lora=AdapterFile(
+            "temporal_lora", lora=_lora(tiny.base.unet, "temporal"), base_model=other.model_id,
+            base_model_name="toy-random"), strength=1.0)
+    assert "the same architecture with different weights" in caplog.text
+    assert_same(before, snapshot(tmp_path))
+
+
+def test_bad_input_old_adapter_ids_stay_loadable(tiny, frames, tmp_path, out, recwarn):
+    old = AdapterFile("absorber", lora=_lora(tiny.base.unet, "spatial", rank=1), base_model="copy@19fd0123ab",
+                      info={"kind": "lora"})  # an id of an older version: name@hash of a config with the path
+    p = save_adapter(tmp_path / "in" / "old.safetensors", old)
+    before = snapshot(tmp_path)
+    train_temporal_lora(tiny, frames[:2], CAPTION, absorber=load_adapter(p), steps=1, recolor=False)
+    assert not [w for w in recwarn if "trained on" in str(w.message)]
+    assert_same(before, snapshot(tmp_path))
+
+
+# class 3: every OS error on an output path is one line naming the path
+
+def _fake_statvfs(real, **fields):
+    def statvfs(path):
+        st = real(path)
+        values = {k: getattr(st, k) for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                                              "f_ffree", "f_favail", "f_flag", "f_namemax")}
+        values.update(fields)
+        return types.SimpleNamespace(**values)
+    return statvfs
+
+
+@pytest.mark.parametrize("case", ["read_only", "disk_full", "name_too_long", "under_a_file", "out_dir_is_a_file",
+                                  "out_is_a_folder"])
+def test_bad_input_output_location_checked_first(model_dir, tmp_path, out, capsys, monkeypatch, case):
+    import os
+
+    (out / "file.txt").write_text("a file")
+    target = out / "T.safetensors"
+    argv = [*TRAIN, "--model", tmp_path / "no-model-needed", "--out", target]
+    if case == "read_only":
+        monkeypatch.setattr(os, "statvfs", _fake_statvfs(os.statvfs, f_flag=os.ST_RDONLY))
+        match = r"--out .*T\.safetensors: .*out is on a read-only file system; choose a folder you can write to"
+    elif case == "disk_full":
+        monkeypatch.setattr(os, "statvfs", _fake_statvfs(os.statvfs, f_bavail=0))
+        argv[argv.index(tmp_path / "no-model-needed")] = model_dir  # the size is known once the model is
+        match = (r"--out .*T\.safetensors: not enough disk space in .*out: the result needs about .* MiB, 0\.0 MiB "
+                 r"are free")
+    elif case == "name_too_long":
+        argv[-1] = out / ("x" * 300 + ".safetensors")
+        match = r"is 312 bytes long; this file system allows 255: choose a shorter name"
+    elif case == "under_a_file":
+        argv[-1] = out / "file.txt" / "T.safetensors"
+        match = r"file\.txt is a file, not a folder; choose a path inside a folder"
+    elif case == "out_dir_is_a_file":
+        argv = ["demo", "--out-dir", out / "file.txt"]
+        match = r"--out-dir .*file\.txt is a file, not a folder; give a folder"
+    else:
+        argv[-1] = out
+        match = r"--out .*out is a folder; give a file name inside it"
+    _cli_refused(capsys, tmp_path, argv, match)
+
+
+def test_bad_input_disk_full_during_the_final_checkpoint(tiny, tmp_path, out, monkeypatch):
+    import errno
+    import safetensors.torch as st
+
+    ckpt = out / "ckpt"
+    real, calls = st.save_file, []
+
+    def save_file(tensors, filename, metadata=None):
+        calls.append(metadata.get("step") if metadata else None)
+        if metadata and metadata.get("step") == "4":  # the final checkpoint: the disk fills up half-way
+            Path(filename).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(st, "save_file", save_file)
+    at_step_2 = {}
+
+    def progress(step, total, info):
+        if step == 2:
+            at_step_2["state"] = _ckpt_state(ckpt)
+
+    with tiny.applied() as unet:
+        job = _job(tiny, unet, lambda step, g: (LATENTS, COND), ckpt, steps=4, progress=progress)
+        with refused(OutputError, r"cannot write .*ckpt/checkpoint\.safetensors: the disk is full \(no space left on "
+                     r"the device\); free some space or write somewhere else; the last good checkpoint \(step 2\) is "
+                     r"kept in .*ckpt$", tmp_path, allow=CKPT_FILES):
+            train.run_training(job)
+    assert calls == ["2", "4"] and _ckpt_state(ckpt) == at_step_2["state"]  # no partial file, step 2 survives
+
+
+def test_bad_input_disk_full_when_saving_the_result(model_dir, tmp_path, out, capsys, monkeypatch):
+    """The CLI: the LoRA cannot be written; its weights stay for --resume with the same command."""
+    import errno
+
+    import cav_core.adapter_files as af
+
+    real = af.atomic_write
+
+    def full(path, write, **kw):
+        def half(tmp):
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, half, **kw)
+
+    monkeypatch.setattr(af, "atomic_write", full)
+    argv = [*TRAIN, "--model", model_dir, "--out", out / "T.safetensors", "--steps", 2]
+    _cli_refused(capsys, tmp_path, argv, r"cannot write .*T\.safetensors: the disk is full .*; the trained weights are "
+                 r"kept in .*T\.checkpoint: fix that and run the same command with --resume to write them",
+                 allow={"out/T.checkpoint", f"out/T.checkpoint/{train.CHECKPOINT_FILE}",
+                        f"out/T.checkpoint/{train.CHECKPOINT_MARKER}"})
+    monkeypatch.setattr(af, "atomic_write", real)
+    assert cli(*argv, "--resume") == 0
+    assert load_adapter(out / "T.safetensors").kind == "temporal_lora" and not (out / "T.checkpoint").exists()
+
+
+def test_bad_input_save_node_on_a_read_only_folder(tiny, tmp_path, out, monkeypatch):
+    import errno
+
+    def read_only(tensors, filename, metadata=None):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("safetensors.torch.save_file", read_only)
+    from comfy_helpers import load_pack
+
+    load_pack()
+    bridge = sys.modules["cav_pack_under_test.nodes.comfy_bridge"]
+    monkeypatch.setattr(bridge, "STANDALONE_ROOT", out)
+    with refused(OutputError, r"cannot write .*temporal_lora_00001\.safetensors: it is on a read-only file system",
+                 tmp_path, allow={"out/output", "out/output/loras", "out/output/loras/cav"}):
+        node_run("SaveCAVAdapter", adapter=AdapterFile("temporal_lora", lora=_lora(tiny.base.unet, "temporal")),
+                 filename_prefix="cav/temporal_lora", save_to="output/loras")
+
+
+# class 4: no silent garbage
+
+def test_bad_input_absurd_lora_deltas(model_dir, tiny, tmp_path, out, capsys):
+    lora = _lora(tiny.base.unet, "temporal")
+    huge = LoraWeights("temporal", {k: v * 1e15 for k, v in lora.tensors.items()}, lora.alphas)  # deltas x1e30
+    p = save_adapter(tmp_path / "in" / "huge.safetensors", AdapterFile("temporal_lora", lora=huge))
+    match = r"huge: its change to layer .* at strength 1 is .*e\+\d+ times the size of the layer's own weights"
+    with refused(AdapterError, match, tmp_path):
+        generate(tiny.with_lora(huge, 1.0, name="huge"), "a red circle", steps=1, num_frames=2)
+    _cli_refused(capsys, tmp_path, ["generate", "--model", model_dir, "--prompt", "x", "--steps", 1, "--frames", 2,
+                                    "--temporal-lora", p, "--out", out / "v.mp4"], match)
+    applied = node_run("ApplyTemporalLoRA", model=tiny, temporal_lora=load_adapter(p), strength=1.0)[0]
+    with refused(AdapterError, r"T-LoRA: its change to layer .* times the size", tmp_path):
+        node_run("ModelScopeT2VSampler", model=applied, prompt="x", negative_prompt="", steps=1, cfg=7.5, seed=0,
+                 num_frames=2, width=0, height=0, scheduler="ddim", init_blend=1.0, preview=False)
+
+
+@pytest.fixture(scope="module")
+def broken_model():
+    """The toy architecture with one weight of the UNet gone NaN (a damaged download)."""
+    from cav_core.toyworld.model_config import build_random_toy
+
+    m = build_random_toy(seed=0)
+    with torch.no_grad():
+        m.base.unet.conv_out.bias[0] = float("nan")
+    return m
+
+
+def test_bad_input_broken_model_weights(broken_model, frames, tmp_path, out):
+    with refused(SamplingError, r"sampling produced NaN or infinite latents, so the video would be black: the model "
+                 r"toy-random is broken \(its weight conv_out\.bias holds NaN", tmp_path):
+        generate(broken_model, "a red circle", steps=1, num_frames=2)
+    with refused(SamplingError, r"the model toy-random is broken", tmp_path):
+        node_run("ModelScopeT2VSampler", model=broken_model, prompt="x", negative_prompt="", steps=1, cfg=7.5,
+                 seed=0, num_frames=2, width=0, height=0, scheduler="ddim", init_blend=1.0, preview=False)
+    # training on it: the model is named as broken, not "lower the learning rate"
+    with refused(TrainingError, r"the loss became nan at step 1, training stopped: the model itself is broken: its "
+                 r"weight conv_out\.bias holds NaN or infinite values \(before any training\), so no learning rate "
+                 r"can help", tmp_path):
+        train_temporal_lora(broken_model, frames[:2], CAPTION, steps=1, recolor=False)
+
+
+def test_bad_input_clip_without_motion_warns(tiny, tmp_path, out):
+    still = torch.rand(1, 32, 32, 3).expand(4, -1, -1, -1).contiguous()  # e.g. --fps 1e9: one frame, repeated
+    before = snapshot(tmp_path)
+    for clip in (still, still[:1]):
+        with pytest.warns(UserWarning, match=r"the reference clip has no motion: all \d frame\(s\) are identical"):
+            train_temporal_lora(tiny, clip, CAPTION, steps=1, recolor=False)
+    with pytest.warns(UserWarning, match="has no motion"):
+        node_run("TrainTemporalLoRA", model=tiny, frames=still, caption=CAPTION, steps=1, lr=1e-3, rank=1, seed=0,
+                 recolor=False)
+    assert_same(before, snapshot(tmp_path))
+
+
+def test_bad_input_lora_role_from_keys(tiny, tmp_path, out):
+    spatial = _lora(tiny.base.unet, "spatial")
+    p = save_adapter(tmp_path / "in" / "mislabeled.safetensors",
+                     AdapterFile("temporal_lora", lora=LoraWeights("temporal", spatial.tensors, spatial.alphas)))
+    match = (r"mislabeled\.safetensors: its metadata says it is a temporal LoRA, but it adapts spatial attention "
+             r"layers; the file is damaged or mislabeled")
+    for load in (load_adapter, load_any_lora):
+        with refused(AdapterError, match, tmp_path):
+            load(p)
+
+
+GEN = ["generate", "--prompt", "x", "--steps", 1, "--frames", 2]
+
+
+@pytest.mark.parametrize("argv, match", [
+    ([*GEN, "--height", 0, "--out", "v.mp4"], r"height 0 is not a positive multiple of 16, .*leave --height out for "
+                                              r"the model's native size, 32"),
+    ([*GEN, "--seed", 2**63, "--out", "v.mp4"], r"seed must be a whole number in 0\.\.9223372036854775807, got "
+                                                r"9223372036854775808"),
+    ([*GEN, "--seed", -1, "--out", "v.mp4"], r"seed must be a whole number in 0\.\."),
+    ([*GEN, "--out", "clip.safetensors"], r"this command writes videos files; the name must end in \.mp4 or \.webm or "
+                                          r"\.gif"),
+    (["train-absorber", "--video", CLIP, "--prompt", CAPTION, "--crop-range", "abc", "--out", "a.safetensors"],
+     r"--crop-range 'abc': give two fractions of the frame side, LOW,HIGH, e\.g\. 0\.5,1\.0"),
+    ([*TRAIN, "--out", "t.mp4"], r"the name must end in \.safetensors"),
+])
+def test_bad_input_cli_values(model_dir, tmp_path, out, capsys, monkeypatch, argv, match):
+    monkeypatch.chdir(out)
+    _cli_refused(capsys, tmp_path, [*argv, "--model", model_dir], match)
+
+
+def test_bad_input_core_values(tiny, frames, tmp_path, out):
+    """The same rules in the core, for the nodes and the API."""
+    with refused(InputError, r"height 0 is not a positive multiple of 16", tmp_path):
+        generate(tiny, "x", steps=1, num_frames=2, height=0)
+    for seed in (2**63, -1, 1.5):
+        with refused(InputError, r"seed must be a whole number in 0\.\.", tmp_path):
+            generate(tiny, "x", steps=1, num_frames=2, seed=seed)
+        with refused(InputError, r"seed must be a whole number in 0\.\.", tmp_path):
+            train_temporal_lora(tiny, frames, CAPTION, steps=1, seed=seed)
+    with refused(InputError, r"with a batch of 2, seed\+1 must fit too", tmp_path):
+        generate(tiny, "x", steps=1, num_frames=2, seed=2**63 - 1, batch_size=2)
+    with refused(InputError, r"seed must be a whole number", tmp_path):
+        node_run("ModelScopeT2VSampler", model=tiny, prompt="x", negative_prompt="", steps=1, cfg=7.5, seed=-5,
+                 num_frames=2, width=0, height=0, scheduler="ddim", init_blend=1.0, preview=False)
+    with refused(AdapterError, r"adapters are \.safetensors files", tmp_path):
+        save_adapter(out / "motion.pt", AdapterFile("temporal_lora", lora=_lora(tiny.base.unet, "temporal")))
+
+
+def test_bad_input_video_too_large_for_memory(tiny, tmp_path, out, monkeypatch):
+    monkeypatch.setattr(device_guard, "system_memory_available", lambda: 4 * 1024**2)
+    with refused(InputError, r"not enough memory for the video: 1 x 512 frame\(s\) at 32x32 need about .* of RAM, "
+                 r"4 MiB are available\. Use fewer frames \(--frames, num_frames; at most \d+ fit here\)", tmp_path):
+        generate(tiny, "x", steps=1, num_frames=512)
+
+
+# class 5: concurrent runs never lose a result
+
+def test_bad_input_two_runs_on_the_same_output(model_dir, tmp_path, out):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "cav_core", *map(str, TRAIN), "--model", model_dir, "--out",
+            str(out / "T.safetensors"), "--steps", "3"]
+    procs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    written = sorted(p.name for p in out.iterdir() if p.suffix == ".safetensors")
+    assert written == ["T.safetensors", "T_00001.safetensors"], (written, results)
+    for name in written:
+        assert load_adapter(out / name).kind == "temporal_lora"
+    assert sorted(p.name for p in out.iterdir()) == ["T.safetensors", "T_00001.safetensors", "keep.mp4"]
+
+
+def test_bad_input_run_on_an_output_another_run_is_writing(model_dir, tmp_path, out, capsys):
+    """The deterministic half of the test above: while another run holds T's checkpoint
+    folder, a run on T takes the next counter name and says so."""
+    held = train.claim_checkpoint_dir(out / "T.checkpoint", default=True)  # another run, mid-training
+    try:
+        assert train.claim_checkpoint_dir(out / "T.checkpoint", default=True) is None
+        assert cli(*TRAIN, "--model", model_dir, "--out", out / "T.safetensors", "--steps", 1) == 0
+    finally:
+        held.release()
+    said = capsys.readouterr().out
+    assert re.search(r"note: another run is writing .*T\.safetensors right now; this run writes "
+                     r".*T_00001\.safetensors \(checkpoints in .*T_00001\.checkpoint\)", said), said
+    assert load_adapter(out / "T_00001.safetensors").kind == "temporal_lora"
+    assert sorted(p.name for p in out.iterdir()) == ["T_00001.safetensors", "keep.mp4"]  # held folder: empty, gone
+
+
+def test_bad_input_name_taken_while_writing(tmp_path, out):
+    target = out / "race.safetensors"
+
+    def write(t):
+        target.write_bytes(b"another run got there first")
+        t.write_bytes(b"ours")
+
+    before = snapshot(tmp_path)
+    written = atomic_write(target, write, unique=True)
+    assert written.name == "race_00001.safetensors" and written.read_bytes() == b"ours"
+    assert target.read_bytes() == b"another run got there first"
+    assert_same(before, snapshot(tmp_path), allow={"out/race.safetensors", "out/race_00001.safetensors"})
+
+
+# class 6: messages name what is wrong and the flag that fixes it
+
+def test_bad_input_negative_prompt_and_token_count(tiny, frames, tmp_path, out):
+    limit = tiny.base.tokenizer.model_max_length - 2
+    with refused(InputError, rf"negative prompt is too long: {limit + 5} tokens.*\(--negative, node input "
+                 r"negative_prompt\)", tmp_path):
+        generate(tiny, "x", negative_prompt=" ".join(["red"] * (limit + 5)), steps=1, num_frames=2)
+    caption = " ".join(["red"] * (limit - 2))
+    with refused(InputError, r"the caption with 8 textual-inversion token\(s\) in it is too long .*use fewer tokens "
+                 r"\(--tokens, num_tokens\) or shorten the caption", tmp_path):
+        train_appearance_absorber(tiny, frames, caption, kind="ti", num_tokens=8, init_word="red", steps=1)
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    import os
+
+    p = tmp_path / "pipe.mp4"
+    os.mkfifo(p)
+    return p
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["generate", "--temporal-lora", "file:abc"], r"bad strength 'abc' in 'file:abc': give FILE or FILE:STRENGTH"),
+    (["generate", "--out-fps", 0], r"--out-fps must be a frame rate in \(0, 1000\], got 0"),
+    (["generate", "--blend", 0.5], r"--blend weighs --init-latents against fresh noise; give --init-latents too"),
+    (["generate", "--blend", 2, "--init-latents", "lat.safetensors"], r"--blend must be in 0\.\.1, got 2"),
+    (["demo", "--steps", 0], r"--steps: training steps must be an integer in 1\.\.100000, got 0"),
+])
+def test_bad_input_cli_flags_checked_before_work(tmp_path, out, capsys, monkeypatch, argv, match):
+    monkeypatch.chdir(out)
+    extra = ["--prompt", "x", "--out", "v.mp4"] if argv[0] == "generate" else ["--out-dir", "demo"]
+    _cli_refused(capsys, tmp_path, [*argv, "--model", tmp_path / "never-loaded", *extra], match)
+
+
+def test_bad_input_fifo_as_video(model_dir, fifo, tmp_path, out, capsys):
+    match = r"pipe\.mp4: it is not a regular file \(a FIFO, socket or device\); give a video file"
+    _assert_both(fifo, VideoReadError, match, tmp_path)
+    with refused(VideoReadError, match, tmp_path):
+        node_run("LoadReferenceVideo", video="circle", num_frames=2, fps=8.0, start=0.0, width=0, height=0,
+                 path=str(fifo))
+    argv = [*TRAIN, "--model", model_dir, "--out", out / "T.safetensors"]
+    argv[argv.index("--video") + 1] = fifo
+    _cli_refused(capsys, tmp_path, argv, match)
+
+
+def test_bad_input_cli_messages_that_need_the_model(model_dir, tiny, tmp_path, out, capsys):
+    # --resume with nothing to resume: said, then a fresh run
+    assert cli(*TRAIN, "--model", model_dir, "--out", out / "T.safetensors", "--steps", 1, "--resume") == 0
+    assert re.search(r"warning: --resume: there is no checkpoint in .*T\.checkpoint; starting fresh",
+                     capsys.readouterr().err)
+    # --absorber given a file that is no absorber: CLI words, not Python API names
+    not_lora = _save_tensors(tmp_path / "in" / "weights.safetensors", {"conv_in.weight": torch.zeros(4, 4, 3, 3)})
+    err = _cli_refused(capsys, tmp_path, [*TRAIN, "--model", model_dir, "--out", out / "U.safetensors",
+                                          "--absorber", not_lora],
+                       r"weights\.safetensors: no layer of this file applies")
+    err2 = _cli_refused(capsys, tmp_path, [*TRAIN, "--model", model_dir, "--out", out / "U.safetensors",
+                                           "--absorber", out / "T.safetensors"],
+                        r"the absorber \(--absorber, node input absorber\) is a temporal_lora, not an appearance "
+                        r"absorber")
+    assert "load_any_lora" not in err + err2 and "()" not in err + err2
+
+
+# class 7: leftovers of a killed run are cleaned up
+
+def test_bad_input_temp_file_of_a_killed_run(model_dir, tmp_path, out):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that is gone
+    stale = out / f".T.cav{dead}-x1y2z3.tmp.safetensors"
+    live = out / f".T.cav{os.getpid()}-a1b2c3.tmp.safetensors"  # a live run's write in progress: kept
+    stale.write_bytes(b"half of a LoRA, its writer was killed")
+    live.write_bytes(b"being written")
+    ckpt = out / "T.checkpoint"
+    train.make_checkpoint_dir(ckpt)
+    stale_ckpt = ckpt / f".checkpoint.cav{dead}-q.tmp.safetensors"
+    stale_ckpt.write_bytes(b"half a checkpoint")
+    assert cli(*TRAIN, "--model", model_dir, "--out", out / "T.safetensors", "--steps", 1, "--resume") == 0
+    assert not stale.exists() and not stale_ckpt.exists() and live.exists()
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "T.safetensors", "keep.mp4"]
 
 
 # --------------------------------------------------------------------------- the catalogue itself

@@ -167,9 +167,11 @@ def test_bad_temporal_inputs(tiny, frames, absorber):
         train.train_temporal_lora(tiny, frames, "  ")
     with pytest.raises(InputError, match="frames"):
         train.train_temporal_lora(tiny, frames[0], FULL)
-    other = type(absorber)(kind="absorber", lora=absorber.lora, tokens=None, base_model="someone-else@123",
+    # tokens of another text encoder's width: a real mismatch (a fitting file of another model only warns)
+    wide = type(absorber.tokens)(absorber.tokens.tokens, torch.zeros(len(absorber.tokens.tokens), 1024))
+    other = type(absorber)(kind="absorber", lora=absorber.lora, tokens=wide, base_model="someone-else@123",
                            info=absorber.info)
-    with pytest.raises(InputError, match="trained on model someone-else"):
+    with pytest.raises(InputError, match="trained on model someone-else.*tokens have width 1024"):
         train.train_temporal_lora(tiny, frames, FULL, absorber=other)
     for bad in (-1, 1000, 2.5, True):
         with pytest.raises(InputError, match=r"min_timestep must be an integer in 0\.\.999"):
