@@ -300,3 +300,17 @@ def test_profiles_are_plain_data():
     # The module stays importable without torch and its tables serialize (adapter metadata, info).
     for values in PROFILES.values():
         json.dumps({k: dataclasses.asdict(v) for k, v in values.items()})
+
+
+def test_recolor_skips_are_said_in_one_line_by_the_node(tiny, frames, caplog):
+    import logging
+
+    from comfy_helpers import load_pack
+
+    nodes = {cls.define_schema().node_id: cls for cls in load_pack().NODES}
+    with caplog.at_level(logging.INFO, logger="customize_a_video"), torch.inference_mode():
+        (t,) = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption="an orange circle", steps=2,
+                                                  lr=0.0, rank=0, seed=0, recolor="on").args
+    said = [r for r in caplog.records if "recolor skipped" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING and "'orange'" in said[0].getMessage()
+    assert t.info["trained_captions"] == ["an orange circle"]
