@@ -67,9 +67,11 @@ def main() -> None:
 
     from cav_core.data import load_video_clip
     from cav_core.demo import bundled_clip
-    from cav_core.train import TEMPORAL_DEFAULTS, train_appearance_absorber, train_temporal_lora
+    from cav_core.defaults import profile_for
+    from cav_core.train import train_appearance_absorber, train_temporal_lora
 
     handle = toy_handle(args.model)
+    defaults = profile_for(handle)
     video, meta = bundled_clip(args.clip)
     frames = load_video_clip(video, num_frames=16, fps=8, size=(32, 32))
     base = evaluate(handle, meta, args.seeds, args.sample_steps, args.cfg)
@@ -116,7 +118,7 @@ def main() -> None:
 
     print(f"motion transfer from bundled clip {args.clip!r} ({meta['captions']['full']!r}) to new subjects; "
           f"{args.seeds} seeds, ddim {args.sample_steps} steps, guidance {args.cfg}; T-LoRA "
-          f"{args.steps or TEMPORAL_DEFAULTS['steps']} steps rank {TEMPORAL_DEFAULTS['rank']}; {machine()}")
+          f"{args.steps or defaults['temporal.steps']} steps rank {defaults['temporal.rank']}; {machine()}")
     print(f"{'':28s} {'fidelity':>9s} {'(min)':>6s} {'color ok':>9s} {'ref-color leak':>15s} {'start spread':>13s}"
           f" {'absorber s':>11s} {'T-LoRA s':>9s}")
     for name, r, ta, tt in rows:

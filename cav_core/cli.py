@@ -50,6 +50,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"layers     {len(temporal_attention_modules(unet))} temporal attention Linear layers (T-LoRA targets), "
           f"{len(spatial_attention_modules(unet))} spatial (S-LoRA targets), "
           f"{len(temporal_modules(unet))} temporal modules bypassed in Stage 1")
+    from .defaults import describe, profile_for, timestep_from_fraction
+
+    d = profile_for(handle)
+    print(f"defaults   profile {d.name!r} (what a setting left at its default takes; docs/DEFAULTS.md):")
+    for line in describe(d):
+        print(f"  {line}")
+    n = handle.base.num_train_timesteps
+    gate, cond = (timestep_from_fraction(d[k], n) for k in ("gate.min_timestep_fraction", "gate.cond_only_fraction"))
+    print(f"gate       a T-LoRA acts on t >= {gate} (or from its training floor, if higher), "
+          + (f"on the prompt's guidance branch only from t >= {cond}" if cond is not None else "on both branches"))
     print(f"loaded {handle.base.name or 'model'} (id {handle.model_id})")
     return 0
 
@@ -61,6 +71,8 @@ def _progress(label: str):
     state = {"last": 0.0}
 
     def report(step: int, total: int, info: dict) -> None:
+        if info.get("note"):
+            print(f"note: {info['note']}", flush=True)
         now = time.time()
         if step != total and now - state["last"] < 2.0 and step % max(1, total // 20):
             return
@@ -74,12 +86,15 @@ def _progress(label: str):
 
 def _frames(args: argparse.Namespace, handle):
     from .data import load_video_clip
+    from .defaults import profile_for
     from .sample import latent_size
 
+    d = profile_for(handle)
     h, w, _, _ = latent_size(handle.base, args.height, args.width)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        frames = load_video_clip(args.video, num_frames=args.frames, fps=args.fps, start=args.start, size=(h, w),
+        frames = load_video_clip(args.video, num_frames=d.resolve("video.frames", args.frames),
+                                 fps=d.resolve("video.fps", args.fps), start=args.start, size=(h, w),
                                  fit=args.fit, hold_last=args.hold_last)
     for w_ in caught:  # the held last frame: one line, not a warning's file:line header
         print(f"note: {w_.message}", flush=True)
@@ -222,17 +237,19 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
         tlora = train_temporal_lora(
             handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
             seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
-            resume=args.resume, min_timestep=args.min_timestep, recolor=args.recolor)
+            resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor))
         written = _save_result(args, out, ckpt, tlora)
     finally:
         lock.release()
-    print(f"wrote {written} (T-LoRA rank {args.rank}, {tlora.lora.num_params:,} parameters, "
+    print(f"wrote {written} (T-LoRA rank {tlora.info['rank']}, {tlora.lora.num_params:,} parameters, "
           f"final loss {tlora.info['final_loss']:.4f})")
     return 0
 
 
-def apply_lora_args(handle, temporal: list[str], spatial: list[str]):
-    """The handle with each ``FILE[:strength]`` LoRA applied, in order."""
+def apply_lora_args(handle, temporal: list[str], spatial: list[str], temporal_min_timestep: int | None = None,
+                    temporal_cond_only_from: int | None = None):
+    """The handle with each ``FILE[:strength]`` LoRA applied, in order; the T-LoRAs with
+    the sampling gate given (None: the model's default, cav_core/defaults.py)."""
     from .lora_convert import load_any_lora
     from .model import base_model_note
 
@@ -247,7 +264,9 @@ def apply_lora_args(handle, temporal: list[str], spatial: list[str]):
             note = base_model_note(handle.base, adapter.base_model, adapter.base_model_name, str(path))
             if note:
                 warnings.warn(note, stacklevel=2)
-            handle = handle.with_lora(adapter.lora, strength, name=path.stem)
+            gate = (temporal_min_timestep, temporal_cond_only_from) if role == "temporal" else (None, None)
+            handle = handle.with_lora(adapter.lora, strength, name=path.stem, min_timestep=gate[0],
+                                      cond_only_from=gate[1])
     return handle
 
 
@@ -257,17 +276,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .video_io import check_fps, write_video
 
     out = _out_path(args.out, args.overwrite, VIDEO_EXTS)
-    fps = check_fps(args.out_fps, "--out-fps")
+    fps = None if args.out_fps is None else check_fps(args.out_fps, "--out-fps")
     if args.blend is not None and args.init_latents is None:
         raise InputError("--blend weighs --init-latents against fresh noise; give --init-latents too, or leave "
                          "--blend out")
-    blend = 1.0 if args.blend is None else args.blend
-    if not 0.0 <= blend <= 1.0:
+    blend = args.blend  # None: the model's default (cav_core/defaults.py)
+    if blend is not None and not 0.0 <= blend <= 1.0:
         raise InputError(f"--blend must be in 0..1, got {blend:g}")
     check_seed(args.seed, count=args.batch)
     for item in args.temporal_lora + args.spatial_lora:
         _lora_arg(item)  # a bad strength is reported before the model loads
-    handle = apply_lora_args(load_model(args), args.temporal_lora, args.spatial_lora)
+    from .defaults import profile_for
+
+    handle = apply_lora_args(load_model(args), args.temporal_lora, args.spatial_lora, args.temporal_min_timestep,
+                             args.temporal_cond_only_from)
     init = None
     if args.init_latents:
         from .adapter_files import read_safetensors
@@ -279,7 +301,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .sample import latent_size
 
     h, w, _, _ = latent_size(handle.base, args.height, args.width)
-    check_output_path(out, args.batch * args.frames * h * w * 3, "--out")  # raw frames: more than any encoding
+    n_frames = profile_for(handle).resolve("sample.frames", args.frames)
+    check_output_path(out, args.batch * n_frames * h * w * 3, "--out")  # raw frames: more than any encoding
     videos = generate(handle, args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                       height=args.height, width=args.width, steps=args.steps, guidance_scale=args.cfg,
                       seed=args.seed, scheduler=args.scheduler, batch_size=args.batch, init_latents=init,
@@ -288,7 +311,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for i, frames in enumerate(videos):
         target = out if len(videos) == 1 else out.with_name(f"{out.stem}_seed{args.seed + i}{out.suffix}")
         written.append(write_video(target if args.overwrite else _out_path(target, False, VIDEO_EXTS), frames,
-                                   fps=fps, overwrite=args.overwrite, unique=not args.overwrite))
+                                   fps=profile_for(handle).resolve("video.fps", fps), overwrite=args.overwrite, unique=not args.overwrite))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -296,6 +319,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_invert(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
+    from .defaults import profile_for
     from .fileutil import atomic_write, check_output_path
     from .sample import invert_video
 
@@ -304,8 +328,9 @@ def cmd_invert(args: argparse.Namespace) -> int:
     frames = _frames(args, handle)
     check_output_path(out, 4 * handle.base.latent_channels * frames.shape[0] * frames.shape[1] * frames.shape[2]
                       // handle.base.vae_scale_factor ** 2, "--out")
-    latents = invert_video(handle, frames, args.prompt, steps=args.steps, progress=_progress("inversion step"))
-    meta = {"prompt": args.prompt, "steps": str(args.steps), "base_model": handle.model_id}
+    steps = profile_for(handle).resolve("sample.steps", args.steps)
+    latents = invert_video(handle, frames, args.prompt, steps=steps, progress=_progress("inversion step"))
+    meta = {"prompt": args.prompt, "steps": str(steps), "base_model": handle.model_id}
     written = atomic_write(out, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp), metadata=meta),
                            overwrite=args.overwrite, unique=not args.overwrite)
     print(f"wrote {written} (latents {tuple(latents.shape)})")
@@ -321,6 +346,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+PER_MODEL = "default: per model, see `info`"
 COMMANDS = {"info": cmd_info, "train-absorber": cmd_train_absorber, "train-temporal": cmd_train_temporal,
             "generate": cmd_generate, "invert": cmd_invert, "demo": cmd_demo}
 
@@ -337,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: add a counter)")
     video = argparse.ArgumentParser(add_help=False)
     video.add_argument("--video", type=Path, required=True, help="reference video (mp4, webm, mov, gif)")
-    video.add_argument("--frames", type=int, default=16, help="frames taken from the video (default 16)")
-    video.add_argument("--fps", type=float, default=8.0, help="rate the frames are taken at (default 8)")
+    video.add_argument("--frames", type=int, default=None, help=f"frames taken from the video ({PER_MODEL})")
+    video.add_argument("--fps", type=float, default=None, help=f"rate the frames are taken at ({PER_MODEL})")
     video.add_argument("--start", type=float, default=0.0, help="start time in seconds")
     video.add_argument("--fit", choices=FIT_MODES, default="crop",
                        help="another shape than the model's: crop the centre (default), pad with black bars, "
@@ -352,29 +378,34 @@ def build_parser() -> argparse.ArgumentParser:
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--prompt", required=True)
     train.add_argument("--out", type=Path, required=True, help=".safetensors file to write")
-    train.add_argument("--steps", type=int, default=None, help="default: see README 'Training defaults'")
+    train.add_argument("--steps", type=int, default=None, help=PER_MODEL)
     train.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT.checkpoint next to --out")
     train.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint folder")
     sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", parents=[common], help="load a model and print what was found")
+    sub.add_parser("info", parents=[common], help="load a model, print what was found and the defaults it takes")
     p = sub.add_parser("train-absorber", parents=[common, video, size, train],
                        help="Stage 1: appearance absorber (S-LoRA and/or textual inversion) from unordered frames")
     p.add_argument("--kind", choices=("lora", "ti", "both"), default="both")
-    p.add_argument("--rank", type=int, default=1)
-    p.add_argument("--tokens", type=int, default=4, help="textual-inversion tokens (2-6 in the paper)")
+    p.add_argument("--rank", type=int, default=None, help=f"S-LoRA rank ({PER_MODEL})")
+    p.add_argument("--tokens", type=int, default=None, help=f"textual-inversion tokens (2-6 in the paper; {PER_MODEL})")
     p.add_argument("--init-word", default=None, help="word the tokens start from and replace in the caption")
-    p.add_argument("--crop-range", default=None, help="patch-crop side as a fraction of the frame, e.g. 0.5,1.0")
-    p.add_argument("--lr", type=float, default=None, help="S-LoRA learning rate")
-    p.add_argument("--ti-lr", type=float, default=None, help="textual-inversion learning rate")
+    p.add_argument("--crop-range", default=None,
+                   help=f"patch-crop side as a fraction of the frame, e.g. 0.5,1.0 ({PER_MODEL})")
+    p.add_argument("--lr", type=float, default=None, help=f"S-LoRA learning rate ({PER_MODEL})")
+    p.add_argument("--ti-lr", type=float, default=None, help=f"textual-inversion learning rate ({PER_MODEL})")
     p = sub.add_parser("train-temporal", parents=[common, video, size, train],
                        help="Stage 2: Temporal LoRA on the whole clip (absorber loaded and frozen)")
     p.add_argument("--absorber", type=Path, default=None, help="absorber .safetensors from train-absorber")
-    p.add_argument("--rank", type=int, default=4)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--rank", type=int, default=None, help=f"T-LoRA rank ({PER_MODEL})")
+    p.add_argument("--lr", type=float, default=None, help=f"T-LoRA learning rate ({PER_MODEL})")
     p.add_argument("--min-timestep", type=int, default=None,
-                   help="train only on noise levels from this timestep up (default: see README 'Training defaults')")
-    p.add_argument("--no-recolor", dest="recolor", action="store_false",
-                   help="train on the clip as it is, without its two hue-rotated, recaptioned copies")
+                   help=f"train only on noise levels from this timestep up ({PER_MODEL}; 300 was measured on the "
+                        f"toy model only)")
+    p.add_argument("--recolor", choices=("default", "on", "off"), default="default",
+                   help="also train on two hue-rotated copies of the clip with the caption's colors rotated; "
+                        "skipped where that would make the caption false (default: on for the toy model, where "
+                        "it was measured, off for other models)")
+    p.add_argument("--no-recolor", dest="recolor", action="store_const", const="off", help="same as --recolor off")
     p = sub.add_parser("generate", parents=[common, size], help="sample a video (T-LoRAs and spatial LoRAs applied)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
@@ -383,17 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial-lora", action="append", default=[], metavar="FILE[:STRENGTH]")
     p.add_argument("--init-latents", type=Path, default=None, help="latents .safetensors from `invert`")
     p.add_argument("--blend", type=float, default=None,
-                   help="weight of --init-latents vs fresh noise (0..1; default 1)")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--scheduler", default="ddim", help="ddim | dpmpp_2m | euler | euler_ancestral")
+                   help=f"weight of --init-latents vs fresh noise (0..1; {PER_MODEL})")
+    p.add_argument("--frames", type=int, default=None, help=PER_MODEL)
+    p.add_argument("--steps", type=int, default=None, help=PER_MODEL)
+    p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale ({PER_MODEL})")
+    p.add_argument("--scheduler", default=None, help=f"ddim | dpmpp_2m | euler | euler_ancestral ({PER_MODEL})")
     p.add_argument("--batch", type=int, default=1, help="videos with seeds seed, seed+1, ...")
-    p.add_argument("--out-fps", type=float, default=8.0)
+    p.add_argument("--out-fps", type=float, default=None, help=PER_MODEL)
+    p.add_argument("--temporal-min-timestep", type=int, default=None,
+                   help=f"apply the T-LoRAs only on sampling steps at this timestep or above ({PER_MODEL}: 600 on "
+                        f"the toy model, where it was measured, 0 on others)")
+    p.add_argument("--temporal-cond-only-from", type=int, default=None,
+                   help=f"from this timestep up, apply the T-LoRAs to the prompt's guidance branch only; 1000: "
+                        f"never ({PER_MODEL}: 600 on the toy model, never on others)")
     p = sub.add_parser("invert", parents=[common, video, size], help="DDIM-invert a reference clip to start latents")
     p.add_argument("--prompt", required=True)
     p.add_argument("--out", type=Path, required=True, help=".safetensors file to write")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, default=None, help=f"{PER_MODEL} (use the sampling steps)")
     p = sub.add_parser("demo", parents=[common],
                        help="the README's main job: learn a bundled clip's motion, generate it with a new subject")
     p.add_argument("--clip", default="circle", help="bundled reference clip: circle | zigzag | bounce")

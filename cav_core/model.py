@@ -28,6 +28,7 @@ from torch import nn
 
 from .adapter_files import TokenEmbeddings
 from .adapters import LoraSwitch, LoraWeights, switchable_loras
+from .defaults import profile_for, timestep_from_fraction
 from .errors import InputError, ModelLoadError
 from .layers import bypass_temporal
 
@@ -409,26 +410,26 @@ def trained_min_timestep(lora: LoraWeights) -> int:
     return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
 
 
-#: By default a T-LoRA acts only on the noisiest 40% of the schedule, and there on the prompt's
-#: branch of classifier-free guidance only. Guidance then compares "prompt + learned motion"
-#: with the plain model's unconditional prediction, which amplifies the motion where the
-#: layout forms; on the lower-noise steps the T-LoRA mostly carries the reference's look
-#: (its red leaked into other colors). On the toy model this kept the prompt's color as often
-#: as the base model does at about the same motion fidelity (README "Training defaults").
-TEMPORAL_FROM_FRACTION = 0.6
-
-
 def default_timesteps(components: T2VComponents, lora: LoraWeights) -> tuple[int, int | None]:
     """Where ``lora`` acts by default when sampling: (``min_timestep``, ``cond_only_from``).
 
-    T-LoRAs: from 60% of the schedule up (or from where they were trained, if higher), on
-    the prompt's branch only. Other LoRAs (styles, absorbers): from their recorded training
-    floor (usually every step), in both branches."""
+    T-LoRAs, by the model's defaults (``gate.*`` in :mod:`cav_core.defaults`): on the toy
+    model only on the noisiest 40% of the schedule (or from where they were trained, if
+    higher), and there on the prompt's branch of classifier-free guidance only. Guidance then
+    compares "prompt + learned motion" with the plain model's unconditional prediction, which
+    amplifies the motion where the layout forms; on the lower-noise steps the toy's T-LoRA
+    mostly carried the reference's look (its red leaked into other colors), and the gate kept
+    the prompt's color as often as the base model does at about the same motion fidelity
+    (README "Training defaults"). Measured only on the toy: on other models a T-LoRA acts on
+    every step (from its training floor) and both branches, as in the paper. Other LoRAs
+    (styles, absorbers): from their recorded training floor (usually every step), in both
+    branches."""
     trained = trained_min_timestep(lora)
     if lora.role != "temporal":
         return trained, None
-    high = round(TEMPORAL_FROM_FRACTION * components.num_train_timesteps)
-    return max(trained, high), high
+    d, n = profile_for(components), components.num_train_timesteps
+    gate = timestep_from_fraction(d["gate.min_timestep_fraction"], n)
+    return max(trained, gate), timestep_from_fraction(d["gate.cond_only_fraction"], n)
 
 
 class StepLoras:

@@ -9,7 +9,9 @@ T-LoRA to fight the words and fidelity fell (README "Training defaults").
 
 A channel rotation maps the six primary and secondary colors onto each other and leaves
 white, black and gray unchanged, so those words rotate exactly. A caption naming any other
-color (orange, pink, ...) cannot be rotated, and the clip is then used as it is.
+color (orange, pink, reddish, ...) cannot be rotated, and one naming no color at all would
+be false for the rotated copies (a caption of real footage says nothing of the green skin
+a rotation makes): in both cases the clip is used as it is (:func:`recolor_skip_reason`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ _UNROTATABLE = (
     "orange", "pink", "purple", "violet", "brown", "gold", "golden", "beige", "tan", "turquoise", "teal",
     "navy", "maroon", "lime", "olive", "indigo", "crimson", "scarlet", "amber", "lavender", "peach",
     "coral", "khaki", "aqua", "blond", "blonde", "bronze", "copper", "ginger", "rust",
+    "ivory", "cream", "emerald", "ruby", "azure", "cerulean", "mauve", "fuchsia", "rose", "rosy", "sepia",
+    "chartreuse", "vermilion", "saffron", "mustard", "burgundy", "plum", "lilac", "mint", "jade", "cobalt",
+    "sapphire", "auburn", "brunette", "hazel", "salmon", "blush", "cherry", "wine", "redhead",
 )
+# Shades of a rotatable color ("reddish", "bluish"): a rotation has no word for them either.
+_SHADE = re.compile(r"(?:red|green|blue?|yellow|cyan|magenta)d?ish", re.IGNORECASE)
 # The two hue rotations: output channel c takes input channel ROTATIONS[k][c].
 ROTATIONS: tuple[tuple[int, int, int], ...] = ((1, 2, 0), (2, 0, 1))
 
@@ -45,8 +52,19 @@ def _rotated_word(word: str, rotation: tuple[int, int, int]) -> str:
 def unrotatable_color(caption: str) -> str | None:
     """The first color word of ``caption`` that a hue rotation cannot rename, if any."""
     for w in _WORD.findall(caption):
-        if w.lower() in _UNROTATABLE:
+        if w.lower() in _UNROTATABLE or _SHADE.fullmatch(w):
             return w
+    return None
+
+
+def recolor_skip_reason(caption: str) -> str | None:
+    """Why ``caption`` cannot stay true under a hue rotation, or None when it can: it must
+    name at least one color a rotation renames and none that it cannot."""
+    bad = unrotatable_color(caption)
+    if bad is not None:
+        return f"the caption names {bad!r}, which a hue rotation cannot rename"
+    if not any(w.lower() in _PRIMARY for w in _WORD.findall(caption)):
+        return f"the caption names no color a hue rotation can rename ({', '.join(_PRIMARY)})"
     return None
 
 
@@ -64,9 +82,9 @@ def rotate_frames(frames: torch.Tensor, rotation: tuple[int, int, int]) -> torch
 
 
 def hue_rotated_views(frames: torch.Tensor, caption: str) -> list[tuple[torch.Tensor, str]]:
-    """The clip and its two hue rotations, each with its caption; only the clip when the
-    caption names a color that cannot be rotated (see :func:`unrotatable_color`)."""
+    """The clip and its two hue rotations, each with its caption; only the clip when a
+    rotated caption would not be true (see :func:`recolor_skip_reason`)."""
     views = [(frames, caption)]
-    if unrotatable_color(caption) is None:
+    if recolor_skip_reason(caption) is None:
         views += [(rotate_frames(frames, r), rotate_caption(caption, r)) for r in ROTATIONS]
     return views

@@ -21,6 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .defaults import SCHEDULERS, profile_for
 from .errors import CavError, InputError
 from .model import ModelHandle, StepLoras, T2VComponents
 from .textual_inversion import encode_text
@@ -42,13 +43,6 @@ def check_seed(seed: Any, what: str = "seed", count: int = 1) -> int:
         raise InputError(f"{what} must be a whole number in 0..{top}{extra}, got {seed!r} (--seed, node input seed)")
     return int(seed)
 
-# name -> (diffusers class, extra config); the user-facing names match ComfyUI's habits.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-}
 
 
 def make_scheduler(name: str, config: dict[str, Any]):
@@ -212,19 +206,25 @@ def text_embeddings(handle: ModelHandle, prompts: Sequence[str]) -> torch.Tensor
         return encode_text(c.text_encoder, c.tokenizer, prompts, handle.tokens).float()
 
 
-def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_frames: int = 16,
-             height: int | None = None, width: int | None = None, steps: int = 25, guidance_scale: float = 7.5,
-             seed: int = 0, scheduler: str = "ddim", batch_size: int = 1, init_latents: torch.Tensor | None = None,
-             init_blend: float = 1.0, progress: ProgressFn | None = None, preview: bool = False,
-             merge: bool = True, return_latents: bool = False) -> torch.Tensor:
+def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_frames: int | None = None,
+             height: int | None = None, width: int | None = None, steps: int | None = None,
+             guidance_scale: float | None = None, seed: int = 0, scheduler: str | None = None, batch_size: int = 1,
+             init_latents: torch.Tensor | None = None, init_blend: float | None = None,
+             progress: ProgressFn | None = None, preview: bool = False, merge: bool = True,
+             return_latents: bool = False) -> torch.Tensor:
     """Sample ``batch_size`` videos (seeds ``seed, seed+1, ...``) -> frames (B,F,H,W,C) in 0..1.
 
     ``init_latents`` (1 or B,C,F,h,w; e.g. from :func:`invert_video`) replace the start
     noise with weight ``init_blend`` (1 = all inverted structure, 0 = fresh noise). The
     handle's LoRAs are merged into the weights for the call (``merge``; no per-step LoRA
-    cost) and removed afterwards, leaving the base exactly as it was."""
+    cost) and removed afterwards, leaving the base exactly as it was. Settings left None
+    take the model's defaults (``sample.*`` in :mod:`cav_core.defaults`)."""
     if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
         raise InputError("prompt and negative prompt must be text")
+    d = profile_for(handle)
+    num_frames, steps = d.resolve("sample.frames", num_frames), d.resolve("sample.steps", steps)
+    guidance_scale = d.resolve("sample.cfg", guidance_scale)
+    scheduler, init_blend = d.resolve("sample.scheduler", scheduler), d.resolve("sample.init_blend", init_blend)
     _check_common(steps, guidance_scale, num_frames, batch_size)
     seed = check_seed(seed, count=batch_size)
     c = handle.base
@@ -299,9 +299,11 @@ def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Te
     return x.cpu()
 
 
-def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: int = 25,
+def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: int | None = None,
                  progress: ProgressFn | None = None) -> torch.Tensor:
-    """Reference frames (F,H,W,C) -> DDIM-inverted latents (1,C,F,h,w) for :func:`generate`."""
+    """Reference frames (F,H,W,C) -> DDIM-inverted latents (1,C,F,h,w) for :func:`generate`;
+    ``steps`` None: the model's sampling steps, so DDIM sampling at its default retraces it."""
+    steps = profile_for(handle).resolve("sample.steps", steps)
     if not isinstance(frames, torch.Tensor):
         raise InputError(f"frames must be a (F,H,W,3) tensor, got {type(frames).__name__}")
     _check_common(steps, 1.0, frames.shape[0] if frames.ndim == 4 else 1, 1)

@@ -33,11 +33,12 @@ from torch import nn
 
 from .adapter_files import AdapterFile, TokenEmbeddings
 from .adapters import add_trainable_lora, check_fits, extract_lora
+from .defaults import profile_for
 from .device_guard import check_training_memory
 from .errors import AdapterError, CavError, InputError, OutputError
 from .fileutil import atomic_write, check_output_path, clean_stale_temps, os_error_message
 from .model import ModelHandle, base_model_note, check_min_timestep
-from .recolor import hue_rotated_views, unrotatable_color
+from .recolor import hue_rotated_views, recolor_skip_reason
 from .sample import (ProgressFn, check_seed, decode_latents, denoise, encode_frames, latent_size, seed_noise,
                      text_embeddings)
 from .textual_inversion import (default_init_word, encode_text, init_embeddings, placeholder_names, tokenize,
@@ -48,10 +49,7 @@ class TrainingError(CavError):
     """Training could not go on (e.g. the loss became non-finite)."""
 
 
-# Defaults, chosen on the toy model (see README "Training defaults").
-ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4,
-                         crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
-TEMPORAL_DEFAULTS = dict(steps=1000, rank=4, alpha=4.0, lr=2e-3, min_timestep=300, recolor=True)
+# Every default of both stages is per model family, in cav_core/defaults.py.
 CHECKPOINT_FILE = "checkpoint.safetensors"
 #: Written into every checkpoint folder the tool creates. Only a folder holding it is ever
 #: cleaned up, and then only the files the tool writes there (CHECKPOINT_FILE, its temp
@@ -75,13 +73,19 @@ class TrainJob:
     fingerprint: str = ""
     progress: ProgressFn | None = None
     checkpoint_dir: Path | None = None
-    checkpoint_every: int = 50
+    checkpoint_every: int | None = None  # None: the model's default (cav_core/defaults.py)
     resume: bool = False
     validate: Callable[[], torch.Tensor] | None = None
     validate_every: int = 0
     grad_checkpointing: bool | None = None  # None: on CUDA only
     min_timestep: int = 0  # train only on noise levels from here up (where layout and motion form)
     losses: list[float] = field(default_factory=list)
+    weight_decay: float | None = None  # None: the model's default (cav_core/defaults.py)
+
+    def __post_init__(self) -> None:
+        d = profile_for(getattr(self.unet, "config", {}))
+        self.checkpoint_every = int(d.resolve("train.checkpoint_every", self.checkpoint_every))
+        self.weight_decay = float(d.resolve("train.weight_decay", self.weight_decay))
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -293,7 +297,7 @@ def run_training(job: TrainJob) -> list[float]:
 
     noise_sched = DDPMScheduler.from_config({k: v for k, v in job.noise_config.items() if not k.startswith("_")})
     prediction = noise_sched.config.prediction_type
-    opt = torch.optim.AdamW(job.param_groups, weight_decay=1e-2)
+    opt = torch.optim.AdamW(job.param_groups, weight_decay=job.weight_decay)
     params = _trainable(job)
     start = _restore_checkpoint(job, opt)
     unet = job.unet
@@ -465,27 +469,32 @@ def _as_dir(path: str | os.PathLike | None) -> Path | None:
 # --------------------------------------------------------------------------- stage 1
 
 def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption: str, kind: str = "both",
-                              steps: int | None = None, rank: int = 1, num_tokens: int = 4,
+                              steps: int | None = None, rank: int | None = None, num_tokens: int | None = None,
                               init_word: str | None = None, crop_range: tuple[float, float] | None = None,
                               lora_lr: float | None = None, ti_lr: float | None = None, seed: int = 0,
                               progress: ProgressFn | None = None, checkpoint_dir: str | os.PathLike | None = None,
                               resume: bool = False, alpha: float | None = None,
                               batch_size: int | None = None) -> AdapterFile:
-    """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames."""
+    """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames.
+
+    Settings left None take the model's defaults (:mod:`cav_core.defaults`)."""
     from .data import random_patch_crops
 
-    d = ABSORBER_DEFAULTS
+    d = profile_for(handle)
     if kind not in ("lora", "ti", "both"):
         raise InputError(f"absorber kind must be 'lora', 'ti' or 'both', got {kind!r}")
     caption = _check_caption(caption, "appearance caption")
-    steps = _check_steps(d["steps"] if steps is None else steps)
-    lora_lr = _check_lr(d["lora_lr"] if lora_lr is None else lora_lr, "LoRA learning rate")
-    ti_lr = _check_lr(d["ti_lr"] if ti_lr is None else ti_lr, "textual-inversion learning rate")
-    crop_range = tuple(d["crop_range"] if crop_range is None else crop_range)
+    steps = _check_steps(d.resolve("absorber.steps", steps))
+    lora_lr = _check_lr(d.resolve("absorber.lora_lr", lora_lr), "LoRA learning rate")
+    ti_lr = _check_lr(d.resolve("absorber.ti_lr", ti_lr), "textual-inversion learning rate")
+    crop_range = tuple(d.resolve("absorber.crop_range", crop_range))
+    rank = d.resolve("absorber.rank", rank)
+    num_tokens = d.resolve("absorber.num_tokens", num_tokens)
     if kind != "ti" and (not isinstance(rank, int) or not 1 <= rank <= 256):
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
+    alpha = d.resolve("absorber.alpha", alpha)
     alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
-    batch_size = int(batch_size or d["batch_size"])
+    batch_size = int(batch_size or d["absorber.batch_size"])
     seed = check_seed(seed)
     frames = _prepare_frames(handle, frames)
     check_training_memory(handle.base, 1, frames.shape[1], frames.shape[2], batch_size, stage="absorber")
@@ -495,7 +504,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
 
     # The frame set, once: every frame plus random patch crops, encoded by the VAE once.
     gen = torch.Generator().manual_seed(int(seed))
-    crops = random_patch_crops(frames, d["crop_pool"], crop_range=crop_range, generator=gen)
+    crops = random_patch_crops(frames, d["absorber.crop_pool"], crop_range=crop_range, generator=gen)
     pool = encode_frames(c, torch.cat([frames, crops])[:, None])  # (N, C, 1, h, w)
 
     tokens = None
@@ -536,7 +545,9 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "kind": kind,
                 "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
-                "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id}
+                "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id,
+                "defaults": d.name, "rank": rank if kind != "ti" else None, "alpha": alpha if kind != "ti" else None,
+                "num_tokens": num_tokens if kind != "lora" else None, "batch_size": batch_size}
         lora = (extract_lora(unet, "cav_absorber", "spatial", base_model=c.model_id, info={"rank": rank})
                 if kind in ("lora", "both") else None)
     if tokens is not None:
@@ -546,6 +557,18 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
 
 
 # --------------------------------------------------------------------------- stage 2
+
+def _with_note(progress: ProgressFn, note: str) -> ProgressFn:
+    """``progress`` whose first call also carries ``info["note"]`` (one line for the user)."""
+    pending = [note]
+
+    def report(step: int, total: int, info: dict) -> None:
+        if pending:
+            info = {**info, "note": pending.pop()}
+        progress(step, total, info)
+
+    return report
+
 
 def _caption_for(absorber: AdapterFile | None, caption: str) -> str:
     if absorber is None or absorber.tokens is None:
@@ -609,33 +632,43 @@ def _warn_if_still(frames: torch.Tensor) -> None:
 
 
 def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str, absorber: AdapterFile | None = None,
-                        steps: int | None = None, rank: int = 4, lr: float | None = None, seed: int = 0,
+                        steps: int | None = None, rank: int | None = None, lr: float | None = None, seed: int = 0,
                         progress: ProgressFn | None = None, validation_prompt: str | None = None,
                         validate_every: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
-                        resume: bool = False, alpha: float | None = None, validation_steps: int = 20,
-                        validation_guidance: float = 7.5, min_timestep: int | None = None,
+                        resume: bool = False, alpha: float | None = None, validation_steps: int | None = None,
+                        validation_guidance: float | None = None, min_timestep: int | None = None,
                         recolor: bool | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
+
+    Settings left None take the model's defaults (:mod:`cav_core.defaults`); the file's info
+    records the values used.
 
     ``recolor``: train on the clip and its two hue rotations, each captioned with its colors
     (:mod:`cav_core.recolor`), one of the three drawn per step, so that only the motion is
     common to what the T-LoRA sees. The rotated views are captioned in plain words, without
-    an absorber's tokens (those stand for the reference's own look). Skipped, and recorded
-    in the file's info, when the caption names a color a rotation cannot rename.
+    an absorber's tokens (those stand for the reference's own look). Skipped when a rotated
+    caption would be false (it names a color a rotation cannot rename, or no color it can):
+    said once (as the first progress call's ``info["note"]``, or as a warning without a
+    ``progress``) and recorded in the file's info. Measured only on the toy model, where it
+    is on by default; off by default on other models.
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
     appearance, which the T-LoRA should not learn (README "Training defaults").
     """
-    d = TEMPORAL_DEFAULTS
+    d = profile_for(handle)
     caption = _check_caption(caption, "caption")
-    steps = _check_steps(d["steps"] if steps is None else steps)
-    lr = _check_lr(d["lr"] if lr is None else lr, "learning rate")
-    min_timestep = check_min_timestep(handle.base, d["min_timestep"] if min_timestep is None else min_timestep)
+    steps = _check_steps(d.resolve("temporal.steps", steps))
+    lr = _check_lr(d.resolve("temporal.lr", lr), "learning rate")
+    min_timestep = check_min_timestep(handle.base, d.resolve("temporal.min_timestep", min_timestep))
+    rank = d.resolve("temporal.rank", rank)
     if not isinstance(rank, int) or not 1 <= rank <= 256:
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
+    alpha = d.resolve("temporal.alpha", alpha)
     alpha = float(rank if alpha is None else alpha)
-    recolor = bool(d["recolor"] if recolor is None else recolor)
+    recolor = bool(d.resolve("temporal.recolor", recolor))
+    validation_steps = d.resolve("temporal.validation_steps", validation_steps)
+    validation_guidance = d.resolve("temporal.validation_guidance", validation_guidance)
     seed = check_seed(seed)
     check_absorber(handle, absorber)
     frames = _prepare_frames(handle, frames)
@@ -649,15 +682,17 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         if absorber.tokens is not None:
             work = work.with_tokens(absorber.tokens)
     text = _caption_for(absorber, caption)
-    views = hue_rotated_views(frames, caption) if recolor else [(frames, caption)]
+    skipped = recolor_skip_reason(caption) if recolor else None
+    views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]
     texts = [text] + [t for _, t in views[1:]]
     latents = [encode_frames(c, f) for f, _ in views]  # each (1, C, F, h, w), once
     conds = [text_embeddings(work, [t]) for t in texts]  # frozen: once
-    skipped = unrotatable_color(caption) if recolor else None
     if skipped:
-        warnings.warn(f"T-LoRA trained on the clip as it is, without hue-rotated copies: the caption names "
-                      f"{skipped!r}, which a hue rotation cannot rename (colors it can: red, green, blue, yellow, "
-                      f"cyan, magenta)", stacklevel=2)
+        note = f"recolor skipped, the T-LoRA trains on the clip as it is: {skipped}"
+        if progress is None:
+            warnings.warn(note, stacklevel=2)
+        else:
+            progress = _with_note(progress, note)
     absorber_id = _fingerprint(*(absorber.lora.tensors[k] for k in sorted(absorber.lora.tensors))) \
         if absorber is not None and absorber.lora is not None else ""
     fingerprint = _fingerprint("temporal", c.model_id, texts, steps, rank, alpha, lr, seed, min_timestep, frames,
@@ -677,7 +712,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
         def validate() -> torch.Tensor:
             out = denoise(c, job.unet, v_cond, v_uncond, v_noise, validation_steps, validation_guidance,
-                          "ddim", seed)
+                          d["sample.scheduler"], seed)
             return decode_latents(c, out)[0]
 
     with work.applied(merge=True) as unet:
@@ -689,9 +724,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                        min_timestep=min_timestep)
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
-                "min_timestep": min_timestep,
-                "recolor": (f"off: the caption names {skipped!r}, which a hue rotation cannot rename" if skipped
-                            else "on" if recolor else "off"),
+                "min_timestep": min_timestep, "alpha": alpha, "defaults": d.name,
+                "recolor": f"off: {skipped}" if skipped else "on" if recolor else "off",
                 "trained_captions": texts,
                 "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
                 "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(frames.shape[0])}

@@ -271,7 +271,8 @@ def preview_image(frames: Any, min_side: int = 256, max_side: int = 512):
 def progress(label: str, log_every_s: float = 5.0) -> Callable[[int, int, dict], None]:
     """A cav_core ``progress(step, total, info)`` callback that drives ComfyUI's progress bar
     (with a preview when ``info`` carries "preview" frames), logs a line now and then
-    (step, loss, ETA), and raises on Cancel so cav_core stops and writes nothing."""
+    (step, loss, ETA) and any ``info["note"]`` (e.g. recolor skipped) as a warning, and raises
+    on Cancel so cav_core stops and writes nothing."""
     state: dict[str, Any] = {"bar": None, "last_log": 0.0}
     try:
         import comfy.utils as cu
@@ -281,6 +282,8 @@ def progress(label: str, log_every_s: float = 5.0) -> Callable[[int, int, dict],
     def callback(step: int, total: int, info: dict | None = None) -> None:
         check_interrupt()
         info = info or {}
+        if info.get("note"):
+            log.warning("Customize-A-Video %s: %s", label, info["note"])
         preview = None
         if info.get("preview") is not None and cu is not None:
             try:

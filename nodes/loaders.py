@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cav_core.defaults import common
+
 from . import comfy_bridge as bridge
 from ._io import CATEGORY, Adapter, T2VModel, io
 
@@ -68,9 +70,9 @@ class LoadReferenceVideo(io.ComfyNode):
                                default="circle",
                                tooltip="A bundled toy-world clip (circle, zigzag, bounce: 32x32, 16 frames) or a "
                                        "video file in ComfyUI's input folder."),
-                io.Int.Input("num_frames", default=16, min=1, max=1024,
+                io.Int.Input("num_frames", default=common("video.frames"), min=1, max=1024,
                              tooltip="How many frames to take (ModelScope and the toy model are trained on 16)."),
-                io.Float.Input("fps", default=8.0, min=0.1, max=240.0, step=0.5,
+                io.Float.Input("fps", default=common("video.fps"), min=0.1, max=240.0, step=0.5,
                                tooltip="Frames per second to sample at (8 for ModelScope and the toy model): a 24 "
                                        "fps video read at 8 fps takes every third frame."),
                 io.Float.Input("start", default=0.0, min=0.0, max=36000.0, step=0.1,

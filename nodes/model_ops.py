@@ -49,15 +49,17 @@ class ApplyTemporalLoRA(io.ComfyNode):
                                                        "Absorber."),
                 _strength(),
                 io.Int.Input("min_timestep", default=-1, min=-1, max=999, optional=True,
-                             tooltip="Apply the T-LoRA only on sampling steps at this timestep or above. -1: the "
-                                     "default, 600 (or where it was trained, if higher), which keeps the prompt's "
-                                     "colors; lower values (down to its training floor, e.g. 300) give somewhat "
-                                     "stronger motion but let the reference's look leak in; 0: every step."),
+                             tooltip="Apply the T-LoRA only on sampling steps at this timestep or above (never "
+                                     "below where it was trained); 0: every step. -1: the model's default: 600 on "
+                                     "the toy model, where it kept the prompt's colors (lower values gave "
+                                     "somewhat stronger motion but let the reference's look leak in; measured on "
+                                     "the toy only), every step on other models, as in the paper."),
                 io.Int.Input("cond_only_from", default=-1, min=-1, max=1000, optional=True,
                              tooltip="On steps at this timestep or above, apply the T-LoRA to the prompt's side of "
-                                     "classifier-free guidance only, so guidance strengthens the motion. -1: the "
-                                     "default (600, i.e. the noisiest 40% of the schedule); 1000: never (both "
-                                     "sides on every step it is applied)."),
+                                     "classifier-free guidance only, so guidance strengthens the motion; 1000: "
+                                     "never (both sides on every step it is applied). -1: the model's default: "
+                                     "600 on the toy model (measured there only), never on other models, as in "
+                                     "the paper."),
             ],
             outputs=[T2VModel.Output(display_name="model", tooltip="A new handle with the T-LoRA applied.")],
         )

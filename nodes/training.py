@@ -4,17 +4,16 @@ inputs: changing anything downstream (strength, prompt, seed of the sampler) nev
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
+from ._defaults import SWITCH, hint, or_none, switch
 from ._io import CATEGORY, Adapter, T2VModel, io
 
-# Widget defaults: cav_core.train.ABSORBER_DEFAULTS / TEMPORAL_DEFAULTS (a test keeps them equal).
-ABSORBER = dict(steps=200, rank=1, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4, crop_range=(0.5, 1.0))
-TEMPORAL = dict(steps=1000, rank=4, lr=2e-3, min_timestep=300, recolor=True)
+# Widgets left at "default" (0, -1 or "default") take the model's default (nodes/_defaults.py).
 ABSORBER_KINDS = ["both", "lora", "ti"]
 
 
-def _lr(name: str, default: float, what: str) -> object:
-    return io.Float.Input(name, default=default, min=1e-6, max=1.0, step=1e-5,
-                          tooltip=f"Learning rate of the {what} (AdamW).")
+def _lr(name: str, key: str, what: str) -> object:
+    return io.Float.Input(name, default=0.0, min=0.0, max=1.0, step=1e-5,
+                          tooltip=f"Learning rate of the {what} (AdamW). " + hint(key))
 
 
 def _seed() -> object:
@@ -43,18 +42,22 @@ class TrainAppearanceAbsorber(io.ComfyNode):
                 io.Combo.Input("kind", options=ABSORBER_KINDS, default="both",
                                tooltip="lora: spatial LoRA; ti: textual-inversion tokens; both (the paper's "
                                        "best setting)."),
-                io.Int.Input("steps", default=ABSORBER["steps"], min=1, max=100000,
-                             tooltip="Training steps (a few hundred on the toy model take ~1 min on a CPU)."),
-                _lr("lora_lr", ABSORBER["lora_lr"], "S-LoRA"),
-                _lr("ti_lr", ABSORBER["ti_lr"], "textual-inversion tokens"),
-                io.Int.Input("rank", default=ABSORBER["rank"], min=1, max=256,
-                             tooltip="S-LoRA rank (the paper uses 1)."),
-                io.Int.Input("num_tokens", default=ABSORBER["num_tokens"], min=1, max=16,
-                             tooltip="Number of textual-inversion tokens (the paper uses 2-6)."),
-                io.Float.Input("crop_min", default=ABSORBER["crop_range"][0], min=0.05, max=1.0, step=0.05,
-                               tooltip="Smallest random patch crop, as a fraction of the frame side."),
-                io.Float.Input("crop_max", default=ABSORBER["crop_range"][1], min=0.05, max=1.0, step=0.05,
-                               tooltip="Largest random patch crop, as a fraction of the frame side."),
+                io.Int.Input("steps", default=0, min=0, max=100000,
+                             tooltip="Training steps (a few hundred on the toy model take ~1 min on a CPU). "
+                                     + hint("absorber.steps")),
+                _lr("lora_lr", "absorber.lora_lr", "S-LoRA"),
+                _lr("ti_lr", "absorber.ti_lr", "textual-inversion tokens"),
+                io.Int.Input("rank", default=0, min=0, max=256,
+                             tooltip="S-LoRA rank (the paper uses 1). " + hint("absorber.rank")),
+                io.Int.Input("num_tokens", default=0, min=0, max=16,
+                             tooltip="Number of textual-inversion tokens (the paper uses 2-6). "
+                                     + hint("absorber.num_tokens")),
+                io.Float.Input("crop_min", default=0.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Smallest random patch crop, as a fraction of the frame side. "
+                                       + hint("absorber.crop_range", part=0)),
+                io.Float.Input("crop_max", default=0.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Largest random patch crop, as a fraction of the frame side. "
+                                       + hint("absorber.crop_range", part=1)),
                 _seed(),
                 io.String.Input("init_word", default="", optional=True,
                                 tooltip="Word the tokens start from (empty: the subject word of the caption)."),
@@ -68,11 +71,16 @@ class TrainAppearanceAbsorber(io.ComfyNode):
                 seed, init_word="") -> io.NodeOutput:
         from cav_core.train import train_appearance_absorber
 
+        from cav_core.defaults import profile_for
+
+        default_crop = profile_for(model)["absorber.crop_range"]
+        crop = (or_none(crop_min) or default_crop[0], or_none(crop_max) or default_crop[1])
         with bridge.autograd_enabled():
             absorber = train_appearance_absorber(
-                model, frames.clone(), caption, kind=kind, steps=steps, rank=rank, num_tokens=num_tokens,
-                init_word=init_word.strip() or None, crop_range=(crop_min, crop_max), lora_lr=lora_lr,
-                ti_lr=ti_lr, seed=seed, progress=bridge.progress("TrainAppearanceAbsorber"))
+                model, frames.clone(), caption, kind=kind, steps=or_none(steps), rank=or_none(rank),
+                num_tokens=or_none(num_tokens), init_word=init_word.strip() or None, crop_range=crop,
+                lora_lr=or_none(lora_lr), ti_lr=or_none(ti_lr), seed=seed,
+                progress=bridge.progress("TrainAppearanceAbsorber"))
         return io.NodeOutput(absorber)
 
 
@@ -94,20 +102,25 @@ class TrainTemporalLoRA(io.ComfyNode):
                                 tooltip="Full caption of the reference, with the motion, e.g. 'a red circle "
                                         "moving in a circle on a black background'. Absorber tokens are inserted "
                                         "automatically."),
-                io.Int.Input("steps", default=TEMPORAL["steps"], min=1, max=100000, tooltip="Training steps."),
-                _lr("lr", TEMPORAL["lr"], "T-LoRA"),
-                io.Int.Input("rank", default=TEMPORAL["rank"], min=1, max=256,
-                             tooltip="T-LoRA rank (the paper uses 4: ~0.8M parameters on ModelScope)."),
+                io.Int.Input("steps", default=0, min=0, max=100000,
+                             tooltip="Training steps. " + hint("temporal.steps")),
+                _lr("lr", "temporal.lr", "T-LoRA"),
+                io.Int.Input("rank", default=0, min=0, max=256,
+                             tooltip="T-LoRA rank (the paper uses 4: ~0.8M parameters on ModelScope). "
+                                     + hint("temporal.rank")),
                 _seed(),
-                io.Int.Input("min_timestep", default=TEMPORAL["min_timestep"], min=0, max=999, optional=True,
-                             tooltip="Train only on noise levels from this timestep up (0: all). Motion is "
-                                     "decided at high noise; low noise mostly holds the reference's look."),
-                io.Boolean.Input("recolor", default=TEMPORAL["recolor"], optional=True,
-                                 tooltip="Also train on two hue-rotated copies of the clip, with the caption's "
-                                         "color words rotated to match (red becomes green in one, blue in the "
-                                         "other), so the T-LoRA keeps the motion and not the reference's colors. "
-                                         "Off when the caption names a color like orange or pink that a rotation "
-                                         "cannot rename."),
+                io.Int.Input("min_timestep", default=-1, min=-1, max=999, optional=True,
+                             tooltip="Train only on noise levels from this timestep up (0: all). On the toy "
+                                     "model motion was decided at high noise and low noise mostly held the "
+                                     "reference's look (measured there only). "
+                                     + hint("temporal.min_timestep", "-1")),
+                io.Combo.Input("recolor", options=SWITCH, default="default", optional=True,
+                               tooltip="Also train on two hue-rotated copies of the clip, with the caption's "
+                                       "color words rotated to match (red becomes green in one, blue in the "
+                                       "other), so the T-LoRA keeps the motion and not the reference's colors. "
+                                       "Skipped (and said in the log) when a rotated caption would be false: it "
+                                       "names a color like orange that a rotation cannot rename, or no color. "
+                                       "Measured on the toy model only. " + hint("temporal.recolor", "default")),
                 Adapter.Input("absorber", optional=True,
                               tooltip="Optional appearance absorber (from Train Appearance Absorber, or a spatial "
                                       "LoRA loaded with Load T-LoRA / Absorber)."),
@@ -122,14 +135,15 @@ class TrainTemporalLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=None, absorber=None,
-                validation_prompt="", validate_every=0, recolor=True) -> io.NodeOutput:
+    def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=-1, absorber=None,
+                validation_prompt="", validate_every=0, recolor="default") -> io.NodeOutput:
         from cav_core.train import train_temporal_lora
 
+        min_timestep = None if min_timestep is None or min_timestep < 0 else min_timestep  # 0 means all
         with bridge.autograd_enabled():
             tlora = train_temporal_lora(
-                model, frames.clone(), caption, absorber=absorber, steps=steps, rank=rank, lr=lr, seed=seed,
-                validation_prompt=validation_prompt.strip() or None, validate_every=validate_every or None,
-                progress=bridge.progress("TrainTemporalLoRA"), min_timestep=min_timestep,
-                recolor=recolor)
+                model, frames.clone(), caption, absorber=absorber, steps=or_none(steps), rank=or_none(rank),
+                lr=or_none(lr), seed=seed, validation_prompt=validation_prompt.strip() or None,
+                validate_every=validate_every or None, progress=bridge.progress("TrainTemporalLoRA"),
+                min_timestep=min_timestep, recolor=switch(recolor))
         return io.NodeOutput(tlora)

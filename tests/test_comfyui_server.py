@@ -41,7 +41,7 @@ EXPECTED = {
                                 {"init_word": "STRING"}, ["CAV_ADAPTER"]),
     "TrainTemporalLoRA": ({"model": "CAV_T2V_MODEL", "frames": "IMAGE", "caption": "STRING", "steps": "INT",
                            "lr": "FLOAT", "rank": "INT", "seed": "INT"},
-                          {"min_timestep": "INT", "recolor": "BOOLEAN", "absorber": "CAV_ADAPTER",
+                          {"min_timestep": "INT", "recolor": "COMBO", "absorber": "CAV_ADAPTER",
                            "validation_prompt": "STRING", "validate_every": "INT"},
                           ["CAV_ADAPTER"]),
     "ApplyTemporalLoRA": ({"model": "CAV_T2V_MODEL", "temporal_lora": "CAV_ADAPTER", "strength": "FLOAT"},

@@ -155,19 +155,6 @@ def test_pack_import_defers_heavy_libraries():
     assert float(seconds) < 1.0
 
 
-def test_node_lists_match_cav_core():
-    from cav_core.sample import SCHEDULERS
-    from cav_core.train import ABSORBER_DEFAULTS, TEMPORAL_DEFAULTS
-
-    training = sys.modules[pack.__name__ + ".nodes.training"]
-    sampling = sys.modules[pack.__name__ + ".nodes.sampling"]
-    assert sampling.SCHEDULERS == list(SCHEDULERS)
-    for k, v in training.ABSORBER.items():
-        assert ABSORBER_DEFAULTS[k] == v, k
-    for k, v in training.TEMPORAL.items():
-        assert TEMPORAL_DEFAULTS[k] == v, k
-
-
 def test_workflow_files_are_built_from_the_node_schemas():
     from workflow_builder import build_all
 

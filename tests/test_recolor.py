@@ -35,12 +35,15 @@ def test_three_rotations_give_back_the_clip_and_its_caption():
     assert rotate_caption(rotate_caption(caption, ROTATIONS[0]), ROTATIONS[1]) == caption
 
 
-def test_views_are_the_clip_and_two_rotations_unless_a_color_cannot_be_renamed():
+def test_views_are_the_clip_and_two_rotations_unless_a_rotated_caption_would_be_false():
     frames = torch.rand(3, 8, 8, 3)
-    views = hue_rotated_views(frames, "a dog running on a beach")
+    views = hue_rotated_views(frames, "a red dog running on a beach")
     assert len(views) == 3 and views[0][0] is frames
-    assert [c for _, c in views] == ["a dog running on a beach"] * 3  # no color word: the caption stays true
+    assert [c for _, c in views] == ["a red dog running on a beach", "a blue dog running on a beach",
+                                     "a green dog running on a beach"]
     assert not torch.equal(views[1][0], frames) and not torch.equal(views[1][0], views[2][0])
+    # no color word: the rotated copies would show colors the caption does not admit (green skin)
+    assert [c for _, c in hue_rotated_views(frames, "a dog running on a beach")] == ["a dog running on a beach"]
     assert unrotatable_color("an Orange cat jumping") == "Orange"
     only = hue_rotated_views(frames, "an Orange cat jumping")
     assert len(only) == 1 and only[0][1] == "an Orange cat jumping"

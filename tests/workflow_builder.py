@@ -236,18 +236,19 @@ def modelscope_train_and_generate(infos) -> Workflow:
         "- Captions: appearance caption = what is in the clip WITHOUT the motion ('a man in a red jacket in a "
         "park'); full caption = with the motion ('a man in a red jacket doing a backflip in a park').\n"
         "- Sampler prompt: the new subject/scene with the same motion ('a bear doing a backflip in a forest').\n\n"
-        "Settings follow the paper and MotionDirector (T-LoRA rank 4, S-LoRA rank 1, lr 5e-4, 30 sampling "
-        "steps). The validation prompt previews the motion on the T-LoRA node while it trains.",
+        "Widgets left at 0 / -1 / default take the real-model defaults (docs/DEFAULTS.md), which follow the "
+        "paper and MotionDirector (T-LoRA rank 4, S-LoRA rank 1, lr 5e-4, 300 T-LoRA steps, 30 sampling steps). "
+        "recolor is off: it was measured on the toy model only, and would train on hue-rotated footage. The "
+        "validation prompt previews the motion on the T-LoRA node while it trains.",
         (40, 20), (760, 280), "Read me: set the model, the video and the captions")
     _train_and_generate(
         w, model={"model": MS_MODEL}, video={"video": "my_reference.mp4", "width": 256, "height": 256},
         appearance="a man in a red jacket in a park", full="a man in a red jacket doing a backflip in a park",
         target="a bear doing a backflip in a forest",
-        absorber={"steps": 300, "lora_lr": 5e-4, "ti_lr": 5e-3},
-        temporal={"steps": 400, "lr": 5e-4, "validation_prompt": "a bear doing a backflip in a forest",
+        absorber={},
+        temporal={"recolor": "off", "validation_prompt": "a bear doing a backflip in a forest",
                   "validate_every": 100},
-        sample={"steps": 30, "cfg": 9.0, "seed": 0, "width": 256, "height": 256, "negative_prompt":
-                "blurry, low quality, watermark, text"},
+        sample={"seed": 0, "width": 256, "height": 256, "negative_prompt": "blurry, low quality, watermark, text"},
         save_prefix="cav/my_motion_tlora", video_prefix="cav/my_motion", fps=8.0)
     return w
 
@@ -352,7 +353,7 @@ def spatial_lora_as_absorber(infos) -> Workflow:
               title="Spatial LoRA as absorber")
     w.link(m, 0, a, "model")  # map and check the file against the loaded model
     t = w.add("TrainTemporalLoRA", (460, 280),
-              {"caption": "a man in a red jacket doing a backflip in a park", "steps": 400, "lr": 5e-4,
+              {"caption": "a man in a red jacket doing a backflip in a park", "recolor": "off",
                "validation_prompt": "a bear doing a backflip in a forest", "validate_every": 100},
               size=(360, 430))
     w.link(m, 0, t, "model")
