@@ -57,9 +57,14 @@ def offload_codecs() -> bool:
     return bool(_offload_codecs() if callable(_offload_codecs) else _offload_codecs)
 
 
-def _offloaded(module: nn.Module) -> bool:
+def _is_on(module: nn.Module, device: Any) -> bool:
+    """Whether ``module``'s weights are on ``device`` (a torch.device or a name such as "cpu")."""
     p = next(module.parameters(), None)
-    return p is None or p.device.type == OFFLOAD_DEVICE
+    return p is None or str(p.device) == str(device) or (p.device.type == str(device) and ":" not in str(device))
+
+
+def _move(module: nn.Module, device: Any) -> None:
+    module.to(device)
 
 
 def before_run(components: Any, nbytes: int, purpose: str) -> None:
@@ -76,8 +81,8 @@ def before_run(components: Any, nbytes: int, purpose: str) -> None:
 
 def _park(module: nn.Module) -> None:
     with _lock:
-        if not _holds.get(module) and not _offloaded(module):
-            module.to(OFFLOAD_DEVICE)
+        if not _holds.get(module) and not _is_on(module, OFFLOAD_DEVICE):
+            _move(module, OFFLOAD_DEVICE)
 
 
 @contextlib.contextmanager
@@ -87,9 +92,8 @@ def codec_on_device(components: Any, module: nn.Module) -> Iterator[nn.Module]:
     user is done; otherwise it stays where it is put."""
     with _lock:
         target = components.device
-        p = next(module.parameters(), None)
-        if p is not None and p.device != target:
-            module.to(target)
+        if not _is_on(module, target):
+            _move(module, target)
         _holds[module] = _holds.get(module, 0) + 1
     try:
         yield module
@@ -100,8 +104,8 @@ def codec_on_device(components: Any, module: nn.Module) -> Iterator[nn.Module]:
                 _holds[module] = n
             else:
                 _holds.pop(module, None)
-                if offload_codecs() and not _offloaded(module):
-                    module.to(OFFLOAD_DEVICE)
+                if offload_codecs() and not _is_on(module, OFFLOAD_DEVICE):
+                    _move(module, OFFLOAD_DEVICE)
 
 
 def in_use(module: nn.Module) -> bool:
