@@ -73,10 +73,15 @@ def before_run(components: Any, nbytes: int, purpose: str) -> None:
     leave the device first (unless in use), so the host and the memory guard count the
     room they leave."""
     if offload_codecs():
-        for m in (components.text_encoder, components.vae):
-            _park(m)
+        park_codecs(components)
     if _before_run is not None:
         _before_run(components, int(nbytes), purpose)
+
+
+def park_codecs(components: Any) -> None:
+    """Send the text encoder and VAE of ``components`` to the CPU, except one in use."""
+    for m in (components.text_encoder, components.vae):
+        _park(m)
 
 
 def _park(module: nn.Module) -> None:

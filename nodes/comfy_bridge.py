@@ -460,7 +460,13 @@ def track_model(components: Any) -> None:
     if mm is None or not hasattr(mm, "load_models_gpu"):
         return
     patcher = _patcher(components, mm)
-    if patcher is not None and not _registered(mm, patcher):
+    if patcher is None:
+        return
+    if codecs_offloaded():  # --lowvram / --novram: they come back for their encodes only
+        from cav_core import memory
+
+        memory.park_codecs(components)
+    if not _registered(mm, patcher):
         mm.load_models_gpu([patcher], force_full_load=True)
 
 
