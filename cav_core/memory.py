@@ -94,7 +94,8 @@ def _park(module: nn.Module) -> None:
 def codec_on_device(components: Any, module: nn.Module) -> Iterator[nn.Module]:
     """``module`` (the text encoder or VAE of ``components``) on the compute device, the
     UNet's, for one use. Under codec offloading it goes back to the CPU when its last
-    user is done; otherwise it stays where it is put."""
+    user is done; otherwise it stays on the device (where the loader put it, and where a
+    host that had offloaded it wants it back)."""
     with _lock:
         target = components.device
         if not _is_on(module, target):
