@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from . import memory
 from .errors import InputError
 
 GIB = 1024**3
@@ -114,17 +115,20 @@ def check_training_memory(components: Any, num_frames: int, height: int, width: 
                           stage: str = "", trainable_params: int = 0) -> None:
     """Refuse a training run on ``components`` (a ``model.T2VComponents``) that cannot fit.
 
-    Called by both training stages before any work; does nothing off CUDA."""
-    device = components.device
-    measured = available_memory(device)
-    if measured is None:
-        return
+    Called by both training stages before any work. It first lets a host (ComfyUI) free
+    what the run needs (:func:`memory.before_run`), so the check counts the room the
+    host's own models leave; the check itself does nothing off CUDA."""
     cfg = components.unet.config
     dtype = components.dtype
     estimate = estimate_training_memory(
         tuple(cfg.block_out_channels), int(cfg.layers_per_block), num_frames, height, width, batch_size,
         bytes_per_value=torch.finfo(dtype).bits // 8, vae_scale_factor=components.vae_scale_factor,
         grad_checkpointing=True, trainable_params=trainable_params)
+    memory.before_run(components, estimate.total, "training")
+    device = components.device  # read after the hook: a host may have brought the model back
+    measured = available_memory(device)
+    if measured is None:
+        return
     decide(estimate, measured[0], measured[1], stage or "this", num_frames, batch_size, (height, width), str(device))
 
 
@@ -168,3 +172,24 @@ def check_output_memory(components: Any, batch_size: int, num_frames: int, heigh
     raise InputError(f"not enough memory for the video: {batch_size} x {num_frames} frame(s) at {width}x{height} "
                      f"need about {_size(need)} of RAM, {_size(free)} are available. Use fewer frames (--frames, "
                      f"num_frames; at most {fits // max(1, int(batch_size))} fit here), a smaller size or batch")
+
+
+def estimate_sampling_memory(block_out_channels: Sequence[int], layers_per_block: int, num_frames: int,
+                             height: int, width: int, batch_size: int = 1, bytes_per_value: int = 2,
+                             vae_scale_factor: int = 8) -> MemoryEstimate:
+    """Rough memory of one guided sampling step: no backward, so only the skip connections
+    and one layer's transient values are alive (the checkpointed training model of
+    :func:`estimate_training_memory` minus the trainables), for the doubled batch of
+    classifier-free guidance."""
+    return estimate_training_memory(block_out_channels, layers_per_block, num_frames, height, width,
+                                    2 * batch_size, bytes_per_value, vae_scale_factor, grad_checkpointing=True)
+
+
+def prepare_sampling(components: Any, num_frames: int, height: int, width: int, batch_size: int = 1) -> None:
+    """Start of a sampling or inversion run: let a host free what it needs
+    (:func:`memory.before_run`). Sampling is not refused: it needs far less than training."""
+    cfg = components.unet.config
+    estimate = estimate_sampling_memory(
+        tuple(cfg.block_out_channels), int(cfg.layers_per_block), num_frames, height, width, batch_size,
+        bytes_per_value=torch.finfo(components.dtype).bits // 8, vae_scale_factor=components.vae_scale_factor)
+    memory.before_run(components, estimate.total, "sampling")

@@ -21,7 +21,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from . import memory
 from .defaults import SCHEDULERS, profile_for
+from .device_guard import prepare_sampling
 from .errors import CavError, InputError
 from .model import ModelHandle, StepLoras, T2VComponents
 from .textual_inversion import encode_text
@@ -118,11 +120,12 @@ def encode_frames(components: T2VComponents, frames: torch.Tensor, chunk: int = 
     if frames.ndim != 5 or frames.shape[-1] != 3:
         raise InputError(f"frames must be (F,H,W,3) or (B,F,H,W,3), got {tuple(frames.shape)}")
     b = frames.shape[0]
-    dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
     flat = rearrange(frames, "b f h w c -> (b f) c h w") * 2 - 1
     out = []
-    for i in range(0, flat.shape[0], chunk):
-        out.append(vae.encode(flat[i:i + chunk].to(dev, dt)).latent_dist.mode().float().cpu())
+    with memory.codec_on_device(components, vae):
+        dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
+        for i in range(0, flat.shape[0], chunk):
+            out.append(vae.encode(flat[i:i + chunk].to(dev, dt)).latent_dist.mode().float().cpu())
     lat = torch.cat(out) * vae.config.scaling_factor
     return rearrange(lat, "(b f) c h w -> b c f h w", b=b)
 
@@ -131,13 +134,14 @@ def encode_frames(components: T2VComponents, frames: torch.Tensor, chunk: int = 
 def decode_latents(components: T2VComponents, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Scaled latents (B,C,F,h,w) -> frames (B,F,H,W,C) in 0..1 on the CPU, ``chunk`` frames at a time."""
     vae = components.vae
-    dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
     b = latents.shape[0]
     flat = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
     out = []
-    for i in range(0, flat.shape[0], chunk):
-        img = vae.decode(flat[i:i + chunk].to(dev, dt)).sample.float().cpu()
-        out.append(((img + 1) / 2).clamp(0, 1))
+    with memory.codec_on_device(components, vae):
+        dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
+        for i in range(0, flat.shape[0], chunk):
+            img = vae.decode(flat[i:i + chunk].to(dev, dt)).sample.float().cpu()
+            out.append(((img + 1) / 2).clamp(0, 1))
     return rearrange(torch.cat(out), "(b f) c h w -> b f h w c", b=b)
 
 
@@ -202,7 +206,7 @@ def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, unco
 def text_embeddings(handle: ModelHandle, prompts: Sequence[str]) -> torch.Tensor:
     """Embeddings of ``prompts`` with the handle's textual-inversion tokens."""
     c = handle.base
-    with torch.no_grad():
+    with torch.no_grad(), memory.codec_on_device(c, c.text_encoder):
         return encode_text(c.text_encoder, c.tokenizer, prompts, handle.tokens).float()
 
 
@@ -229,6 +233,7 @@ def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_fr
     seed = check_seed(seed, count=batch_size)
     c = handle.base
     height, width, h, w = latent_size(c, height, width)
+    prepare_sampling(c, int(num_frames), height, width, batch_size)  # a host (ComfyUI) frees room first
     shape = (c.latent_channels, int(num_frames), h, w)
     from .device_guard import check_output_memory
 
@@ -311,6 +316,7 @@ def invert_video(handle: ModelHandle, frames: torch.Tensor, prompt: str, steps: 
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InputError(f"frames must be (F,H,W,3), got {tuple(frames.shape)}")
     latent_size(c, frames.shape[1], frames.shape[2])
+    prepare_sampling(c, frames.shape[0], frames.shape[1], frames.shape[2])
     latents = encode_frames(c, frames)
     cond = text_embeddings(handle, [prompt])
     with handle.applied_by_timestep(merge=True) as (unet, loras):

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import memory
 from .adapter_files import AdapterFile, TokenEmbeddings
 from .adapters import add_trainable_lora, check_fits, extract_lora
 from .defaults import profile_for
@@ -532,7 +533,9 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
             emb = fixed
         return pool[idx], emb.expand(batch_size, -1, -1)
 
-    with handle.with_bypass(True).applied(merge=True) as unet:
+    # Trainable tokens send the text encoder through every step: it stays on the device for the run.
+    text_held = memory.codec_on_device(c, c.text_encoder) if tokens is not None else contextlib.nullcontext()
+    with text_held, handle.with_bypass(True).applied(merge=True) as unet:
         groups: list[dict[str, Any]] = []
         if kind in ("lora", "both"):
             with seeded(seed):

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,205 @@ def progress(label: str, log_every_s: float = 5.0) -> Callable[[int, int, dict],
             log.info("Customize-A-Video %s%s: step %d/%d%s", label, stage, step, total, extra)
 
     return callback
+
+
+# --------------------------------------------------------------------------- GPU memory shared with ComfyUI
+#
+# cav_core calls memory.before_run at the start of every training and sampling run and asks
+# memory.offload_codecs where the text encoder and VAE live (cav_core/memory.py); the hooks
+# below answer for ComfyUI. The model is also entered in comfy.model_management's list of
+# loaded models (current_loaded_models, through load_models_gpu) as a T2VModelPatcher, so
+# that when another model needs the room, ComfyUI's free_memory / unload_all_models (the
+# "Unload models" button too) offload ours like one of its own. That list is the only
+# offload path ComfyUI 0.3.64 has: free_memory walks it and calls, through LoadedModel,
+# partially_unload or detach on each entry's patcher; nothing else is asked to give memory.
+
+#: Device types whose memory is shared with ComfyUI's models. CPU runs (``--cpu``, the
+#: test server) never free or register anything; MPS memory is the system's.
+MANAGED_DEVICE_TYPES = ("cuda",)
+#: Training asks ComfyUI for this much more than cav_core.device_guard's estimate, which
+#: errs on the low side (its module doc: "think +-50%"): an out-of-memory error mid-run
+#: costs the steps done, unloading one more model costs a reload.
+TRAINING_MARGIN = 1.5
+
+
+def _model_management():
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return mm
+
+
+def codecs_offloaded() -> bool:
+    """ComfyUI was started with ``--lowvram`` or ``--novram``: the text encoder and VAE stay
+    on the CPU between their encodes (``comfy.model_management.vram_state``)."""
+    mm = _model_management()
+    states = getattr(mm, "VRAMState", None)
+    return states is not None and getattr(mm, "vram_state", None) in (states.LOW_VRAM, states.NO_VRAM)
+
+
+def _module_bytes(module) -> int:
+    return sum(t.nelement() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def _on(module, device) -> bool:
+    p = next(module.parameters(), None)
+    return p is not None and p.device == device
+
+
+class T2VModelPatcher:
+    """Our model as ComfyUI's model management sees a model: the part of ``ModelPatcher``'s
+    interface that comfy.model_management 0.3.64 uses on the entries of current_loaded_models
+    (through ``LoadedModel``: sizes, load, partial unload, detach). A real ModelPatcher does
+    not fit: it sets attributes such as ``device`` on the module, a read-only property of
+    diffusers models, and loads weights layer by layer for ComfyUI's own cast layers.
+
+    It covers the UNet, and the text encoder and VAE unless they are offloaded between
+    uses (:func:`codecs_offloaded`). Loading is all or nothing: a diffusers module cannot run
+    with part of its weights elsewhere. It holds the UNet weakly, so that it lives exactly as
+    long as the model (it is kept in ``_PATCHERS`` under the UNet) and ComfyUI never sees a
+    dead patcher of a live model."""
+
+    def __init__(self, components: Any, load_device: Any, offload_device: Any) -> None:
+        self._unet = weakref.ref(components.unet)
+        self._codecs = (components.text_encoder, components.vae)
+        self.load_device, self.offload_device = load_device, offload_device
+        self.parent = None  # not a clone of another patcher
+        self._sizes: dict[int, int] = {}
+
+    @property
+    def model(self):
+        """The UNet (LoadedModel keeps a weak reference and a finalizer on it)."""
+        return self._unet()
+
+    def _managed(self) -> list:
+        unet = self.model
+        return ([unet] if unet is not None else []) + ([] if codecs_offloaded() else list(self._codecs))
+
+    def _bytes(self, module) -> int:
+        if id(module) not in self._sizes:
+            self._sizes[id(module)] = _module_bytes(module)
+        return self._sizes[id(module)]
+
+    def model_size(self) -> int:
+        return sum(self._bytes(m) for m in self._managed())
+
+    def loaded_size(self) -> int:
+        return sum(self._bytes(m) for m in self._managed() if _on(m, self.load_device))
+
+    def current_loaded_device(self):
+        return next(self.model.parameters()).device
+
+    def model_dtype(self):
+        return next(self.model.parameters()).dtype
+
+    def lowvram_patch_counter(self) -> int:
+        return 0
+
+    def model_patches_to(self, device) -> None:
+        pass  # no patches of ComfyUI's kind: LoRAs are attached by cav_core for each call
+
+    def model_patches_models(self) -> list:
+        return []
+
+    def is_clone(self, other) -> bool:
+        return getattr(other, "model", None) is self.model
+
+    def partially_load(self, device_to, extra_memory=0, force_patch_weights=False) -> int:
+        before = self.loaded_size()
+        for m in self._managed():
+            if not _on(m, device_to):
+                m.to(device_to)
+        return self.loaded_size() - before
+
+    def partially_unload(self, device_to, memory_to_free=0) -> int:
+        """Offload the smallest modules first (VAE, text encoder: a run uses them for a moment)
+        until ``memory_to_free`` bytes are freed; modules a run holds stay."""
+        from cav_core import memory
+
+        freed = 0
+        for m in sorted(self._managed(), key=self._bytes):
+            if freed >= memory_to_free:
+                break
+            if _on(m, self.load_device) and not memory.in_use(m):
+                m.to(device_to)
+                freed += self._bytes(m)
+        return freed
+
+    def detach(self, unpatch_all=True):
+        self.partially_unload(self.offload_device, float("inf"))
+        return self.model
+
+
+#: UNet -> its patcher (weak keys: an entry goes with its model).
+_PATCHERS: "weakref.WeakKeyDictionary[Any, T2VModelPatcher]" = weakref.WeakKeyDictionary()
+
+
+def _patcher(components: Any, mm: Any) -> T2VModelPatcher | None:
+    """The patcher of a model on a managed device (made on first sight), None otherwise."""
+    p = _PATCHERS.get(components.unet)
+    if p is None:
+        dev = components.device
+        if dev.type not in MANAGED_DEVICE_TYPES:
+            return None
+        offload = mm.unet_offload_device() if hasattr(mm, "unet_offload_device") else "cpu"
+        p = _PATCHERS[components.unet] = T2VModelPatcher(components, dev, offload)
+    return p
+
+
+def _registered(mm: Any, patcher: T2VModelPatcher) -> list:
+    return [lm for lm in getattr(mm, "current_loaded_models", ()) if getattr(lm, "model", None) is patcher]
+
+
+def track_model(components: Any) -> None:
+    """Enter a freshly loaded model in ComfyUI's list of loaded models, so ComfyUI can offload
+    it when another model needs the room. Does nothing outside ComfyUI and off CUDA."""
+    mm = _model_management()
+    if mm is None or not hasattr(mm, "load_models_gpu"):
+        return
+    patcher = _patcher(components, mm)
+    if patcher is None:
+        return
+    if codecs_offloaded():  # --lowvram / --novram: they come back for their encodes only
+        from cav_core import memory
+
+        memory.park_codecs(components)
+    if not _registered(mm, patcher):
+        mm.load_models_gpu([patcher], force_full_load=True)
+
+
+def before_run(components: Any, nbytes: int, purpose: str) -> None:
+    """cav_core's ``memory.before_run`` hook: make room on the device for a run, then bring
+    our model back (whatever ComfyUI offloaded) and keep it registered.
+
+    ComfyUI frees ``nbytes`` (x :data:`TRAINING_MARGIN` for training) plus the weights to
+    bring back with ``free_memory``, never unloading our model for it, then
+    ``soft_empty_cache`` hands the freed blocks back to the driver, as core training does
+    before it starts. Nothing happens outside ComfyUI or off CUDA (``--cpu``)."""
+    mm = _model_management()
+    if mm is None or not hasattr(mm, "free_memory"):
+        return
+    patcher = _patcher(components, mm)
+    if patcher is None:
+        return
+    need = int(nbytes * (TRAINING_MARGIN if purpose == "training" else 1.0))
+    away = patcher.model_size() - patcher.loaded_size()
+    reserve = mm.extra_reserved_memory() if hasattr(mm, "extra_reserved_memory") else 0
+    keep = _registered(mm, patcher)
+    mm.free_memory(need + away + reserve, patcher.load_device, keep_loaded=keep)
+    if keep:
+        patcher.partially_load(patcher.load_device)
+    else:
+        mm.load_models_gpu([patcher], memory_required=need, force_full_load=True)
+    mm.soft_empty_cache()
+
+
+def install_memory_hooks() -> None:
+    """Hand cav_core the hooks above (no torch import: cheap at pack import)."""
+    from cav_core import memory
+
+    memory.set_host(before_run=before_run, offload_codecs=codecs_offloaded)
+
+
+install_memory_hooks()

@@ -49,6 +49,7 @@ class LoadModelScopeT2V(io.ComfyNode):
         folder = bridge.resolve_model(model, path)
         with bridge.autograd_enabled():  # normal (not inference) weight tensors, so the training nodes can use them
             handle = load_t2v(folder, device=bridge.device(device), dtype=dtype)
+        bridge.track_model(handle.base)  # ComfyUI may offload it when another model needs the GPU
         return io.NodeOutput(handle)
 
 
