@@ -122,7 +122,8 @@ def cmd_train_absorber(args: argparse.Namespace) -> int:
     absorber = train_appearance_absorber(
         handle, frames, args.prompt, kind=args.kind, steps=args.steps, rank=args.rank, num_tokens=args.tokens,
         init_word=args.init_word, crop_range=crop, lora_lr=args.lr, ti_lr=args.ti_lr, seed=args.seed,
-        progress=_progress("absorber step"), checkpoint_dir=_checkpoint_dir(args, out), resume=args.resume)
+        progress=_progress("absorber step"), checkpoint_dir=_checkpoint_dir(args, out), resume=args.resume,
+        height=frames.shape[1], width=frames.shape[2])
     written = save_adapter(out, absorber, overwrite=args.overwrite)
     _drop_default_checkpoint(args, out)
     print(f"wrote {written} (absorber: {absorber.info['kind']}, final loss {absorber.info['final_loss']:.4f})")
@@ -140,7 +141,8 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
     tlora = train_temporal_lora(
         handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
         seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=_checkpoint_dir(args, out),
-        resume=args.resume, min_timestep=args.min_timestep, recolor=args.recolor)
+        resume=args.resume, min_timestep=args.min_timestep, recolor=args.recolor,
+        height=frames.shape[1], width=frames.shape[2])
     written = save_adapter(out, tlora, overwrite=args.overwrite)
     _drop_default_checkpoint(args, out)
     print(f"wrote {written} (T-LoRA rank {args.rank}, {tlora.lora.num_params:,} parameters, "
@@ -234,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--fps", type=float, default=8.0, help="rate the frames are taken at (default 8)")
     video.add_argument("--start", type=float, default=0.0, help="start time in seconds")
     size = argparse.ArgumentParser(add_help=False)
-    size.add_argument("--height", type=int, default=None, help="default: the model's native size")
+    size.add_argument("--height", type=int, default=None,
+                      help="pixels to train, invert or generate at; default: the model's native size")
     size.add_argument("--width", type=int, default=None)
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--prompt", required=True)

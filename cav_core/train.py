@@ -270,13 +270,15 @@ def _kept(job: TrainJob, saved: int | None) -> str:
 
 # --------------------------------------------------------------------------- inputs
 
-def _prepare_frames(handle: ModelHandle, frames: torch.Tensor) -> torch.Tensor:
+def _prepare_frames(handle: ModelHandle, frames: torch.Tensor, height: int | None = None,
+                    width: int | None = None) -> torch.Tensor:
+    """Frames fit to ``height`` x ``width`` (default: the model's native size)."""
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] != 3:
         shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
         raise InputError(f"reference frames must be a (F,H,W,3) tensor in 0..1, got {shape}")
     if frames.shape[0] < 1:
         raise InputError("reference frames are empty")
-    height, width, _, _ = latent_size(handle.base, None, None)
+    height, width, _, _ = latent_size(handle.base, height, width)
     if tuple(frames.shape[1:3]) != (height, width):
         from .data import fit_frames
 
@@ -330,8 +332,12 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                               lora_lr: float | None = None, ti_lr: float | None = None, seed: int = 0,
                               progress: ProgressFn | None = None, checkpoint_dir: str | os.PathLike | None = None,
                               resume: bool = False, alpha: float | None = None,
-                              batch_size: int | None = None) -> AdapterFile:
-    """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames."""
+                              batch_size: int | None = None, height: int | None = None,
+                              width: int | None = None) -> AdapterFile:
+    """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames.
+
+    ``height``/``width``: the training size (default: the model's native size); a smaller
+    one trains a large model faster and in less memory."""
     from .data import random_patch_crops
 
     d = ABSORBER_DEFAULTS
@@ -346,7 +352,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
         raise InputError(f"rank must be an integer in 1..256, got {rank!r}")
     alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
     batch_size = int(batch_size or d["batch_size"])
-    frames = _prepare_frames(handle, frames)
+    frames = _prepare_frames(handle, frames, height, width)
     check_training_memory(handle.base, 1, frames.shape[1], frames.shape[2], batch_size, stage="absorber")
     c = handle.base
     if init_word is None and kind != "lora":
@@ -422,7 +428,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         validate_every: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                         resume: bool = False, alpha: float | None = None, validation_steps: int = 20,
                         validation_guidance: float = 7.5, min_timestep: int | None = None,
-                        recolor: bool | None = None) -> AdapterFile:
+                        recolor: bool | None = None, height: int | None = None,
+                        width: int | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
 
     ``recolor``: train on the clip and its two hue rotations, each captioned with its colors
@@ -434,6 +441,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
     appearance, which the T-LoRA should not learn (README "Training defaults").
+
+    ``height``/``width``: the training size (default: the model's native size).
     """
     d = TEMPORAL_DEFAULTS
     caption = _check_caption(caption, "caption")
@@ -445,7 +454,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     alpha = float(rank if alpha is None else alpha)
     recolor = bool(d["recolor"] if recolor is None else recolor)
     check_absorber(handle, absorber)
-    frames = _prepare_frames(handle, frames)
+    frames = _prepare_frames(handle, frames, height, width)
     check_training_memory(handle.base, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     c = handle.base
     work = handle.with_bypass(False)
