@@ -395,6 +395,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                        _as_dir(checkpoint_dir), resume=resume)
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "kind": kind,
+                "size": [int(frames.shape[1]), int(frames.shape[2])],
                 "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
                 "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id}
         lora = (extract_lora(unet, "cav_absorber", "spatial", base_model=c.model_id, info={"rank": rank})
@@ -504,7 +505,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                        min_timestep=min_timestep)
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
-                "min_timestep": min_timestep,
+                "min_timestep": min_timestep, "size": [int(frames.shape[1]), int(frames.shape[2])],
                 "recolor": (f"off: the caption names {skipped!r}, which a hue rotation cannot rename" if skipped
                             else "on" if recolor else "off"),
                 "trained_captions": texts,

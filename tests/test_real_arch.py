@@ -125,6 +125,21 @@ def test_third_party_loras_fit_the_real_layout(real_model, third_party):
     assert m.info["skipped"] == {SKIP_FF: 34}  # 17 temporal transformers x 2 feed-forward layers
 
 
+def test_training_size_is_chosen_and_recorded(tiny):
+    """A large model trains at a size below its native one (the full-size check trains ModelScope's
+    256 px UNet at 64 px); the size is checked like the sampler's and kept in the file's info."""
+    from cav_core.errors import InputError
+    from cav_core.train import train_appearance_absorber, train_temporal_lora
+
+    frames = torch.rand(4, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    t = train_temporal_lora(tiny, frames, FULL, steps=1, recolor=False, height=16, width=48)
+    a = train_appearance_absorber(tiny, frames, APPEARANCE, kind="lora", steps=1, height=16, width=16)
+    native = train_temporal_lora(tiny, frames, FULL, steps=1, recolor=False)
+    assert t.info["size"] == [16, 48] and a.info["size"] == [16, 16] and native.info["size"] == [32, 32]
+    with pytest.raises(InputError, match="height 20"):
+        train_temporal_lora(tiny, frames, FULL, steps=1, height=20, width=16)
+
+
 # --------------------------------------------------------------------------- nodes
 
 
@@ -203,5 +218,6 @@ def test_fullsize_cli_pipeline(tmp_path):
           file=sys.stderr)
     assert lora_values(out["temporal"]) == 831_488
     assert lora_values(out["absorber"]) == 207_488
+    assert load_adapter(out["temporal"]).info["size"] == [SIZE, SIZE]  # not the native 256
     frames, _ = read_video(out["video"])
     assert frames.shape == (FRAMES, SIZE, SIZE, 3)
