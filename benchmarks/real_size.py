@@ -209,7 +209,8 @@ def main() -> None:
         if args.only and label != args.only:
             continue
         handle = build(modelscope_configs() if full else small_configs(), dev, dtype, label)
-        rows += measure(label, handle, h, w, f, args.warmup, args.timed)
+        rows += measure(label if full else f"{label.split()[0]}-like small", handle, h, w, f, args.warmup,
+                        args.timed)
         del handle
         if gpu:
             torch.cuda.empty_cache()
