@@ -127,7 +127,11 @@ def _save_with_fp16(module: Any, folder: Path, fp16_variant: bool) -> None:
 
     module.save_pretrained(str(folder), safe_serialization=True)
     if fp16_variant:
+        config = (folder / "config.json").read_bytes()
         module.to(torch.float16).save_pretrained(str(folder), safe_serialization=True, variant="fp16")
+        # transformers records the dtype of the last save in config.json: keep the fp32 one, which
+        # loaders without a torch_dtype (transformers 5 reads "auto") then take for the main weights
+        (folder / "config.json").write_bytes(config)
 
 
 def write_model_folder(folder: str | os.PathLike, configs: dict[str, dict[str, Any]], seed: int = 0,

@@ -82,6 +82,26 @@ def test_fixture_has_modelscopes_structure_and_files(real_arch_dir, real_model):
     assert real_model.base.vae_scale_factor == 8 and len(real_model.base.vae.encoder.down_blocks) == 4
 
 
+def test_diffusers_reads_the_fixture_as_a_text_to_video_model(real_arch_dir):
+    """diffusers' own (deprecated) TextToVideoSDPipeline loads the folder, fp32 and the fp16
+    variant, and samples from it: the layout is the one real loaders expect, not only ours."""
+    import diffusers
+
+    if not hasattr(diffusers, "TextToVideoSDPipeline"):
+        pytest.skip("this diffusers no longer has TextToVideoSDPipeline")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = diffusers.TextToVideoSDPipeline.from_pretrained(str(real_arch_dir))
+        half = diffusers.TextToVideoSDPipeline.from_pretrained(str(real_arch_dir), variant="fp16",
+                                                               torch_dtype=torch.float16)
+        frames = pipe(NEW, num_inference_steps=1, num_frames=2, height=SIZE, width=SIZE, output_type="pt",
+                      generator=torch.Generator().manual_seed(0)).frames
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler" and pipe.vae_scale_factor == 8
+    assert frames.shape == (1, 2, 3, SIZE, SIZE) and torch.isfinite(frames).all()
+    assert pipe.text_encoder.dtype == torch.float32
+    assert half.unet.dtype == half.text_encoder.dtype == half.vae.dtype == torch.float16
+
+
 def test_cli_pipeline(real_arch_dir, real_model, third_party, tmp_path, capsys):
     kohya, md = third_party
     t0 = time.perf_counter()
