@@ -138,10 +138,10 @@ def _gib(v: int | None) -> str:
 
 
 def table(rows: list[dict[str, Any]], header: str) -> str:
-    lines = [header, f"{'model':18s} {'size WxHxF':12s} {'stage':26s} {'s/step':>8s} {'peak GiB':>9s} "
+    lines = [header, f"{'model':22s} {'size WxHxF':12s} {'stage':26s} {'s/step':>8s} {'peak GiB':>9s} "
                      f"{'peak-weights':>13s} {'guard est.':>11s}"]
     for r in rows:
-        lines.append(f"{r['model']:18s} {r['size']:12s} {r['stage']:26s} {r['s/step']:8.3f} {_gib(r['peak']):>9s} "
+        lines.append(f"{r['model']:22s} {r['size']:12s} {r['stage']:26s} {r['s/step']:8.3f} {_gib(r['peak']):>9s} "
                      f"{_gib(r['peak-weights']):>13s} {_gib(r['estimate']):>11s}")
     lines.append("peak: torch.cuda.max_memory_allocated over the timed steps; peak-weights: minus what was allocated "
                  "before the stage (weights, latents); guard est.: device_guard.estimate_training_memory (beyond "
