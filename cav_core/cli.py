@@ -214,7 +214,8 @@ def cmd_train_absorber(args: argparse.Namespace) -> int:
         absorber = train_appearance_absorber(
             handle, frames, args.prompt, kind=args.kind, steps=args.steps, rank=args.rank, num_tokens=args.tokens,
             init_word=args.init_word, crop_range=crop, lora_lr=args.lr, ti_lr=args.ti_lr, seed=args.seed,
-            progress=_progress("absorber step"), checkpoint_dir=ckpt, resume=args.resume)
+            progress=_progress("absorber step"), checkpoint_dir=ckpt, resume=args.resume,
+            height=frames.shape[1], width=frames.shape[2])
         written = _save_result(args, out, ckpt, absorber)
     finally:
         lock.release()
@@ -237,7 +238,8 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
         tlora = train_temporal_lora(
             handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
             seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
-            resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor))
+            resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor),
+            height=frames.shape[1], width=frames.shape[2])
         written = _save_result(args, out, ckpt, tlora)
     finally:
         lock.release()
@@ -373,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="if the video ends before --frames at --fps are taken, repeat its last frame "
                             "(default: stop with an error naming its duration)")
     size = argparse.ArgumentParser(add_help=False)
-    size.add_argument("--height", type=int, default=None, help="default: the model's native size")
+    size.add_argument("--height", type=int, default=None,
+                      help="pixels to train, invert or generate at; default: the model's native size")
     size.add_argument("--width", type=int, default=None)
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--prompt", required=True)

@@ -327,15 +327,19 @@ def load_t2v(path: str | os.PathLike, device: str | torch.device = "auto",
 
 def build_t2v(unet_config: Mapping[str, Any], text_config: Mapping[str, Any], vae_config: Mapping[str, Any],
               scheduler_config: Mapping[str, Any], tokenizer: Any, seed: int = 0,
-              name: str = "tiny-t2v") -> "ModelHandle":
-    """Build the real classes from (small) configs with seeded random weights, e.g. for tests."""
+              name: str = "tiny-t2v", device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> "ModelHandle":
+    """Build the real classes from configs with seeded random weights, e.g. for tests and
+    benchmarks. The weights are created on ``device`` (a full-size model initialises in
+    seconds on a GPU, in minutes on a CPU) and then cast to ``dtype``."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet3DConditionModel(**unet_config)
-    vae = AutoencoderKL(**vae_config)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+    with torch.device(device):
+        unet = UNet3DConditionModel(**unet_config).to(dtype)
+        vae = AutoencoderKL(**vae_config).to(dtype)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config)).to(dtype)
     _freeze(unet, vae, text_encoder)
     comps = T2VComponents(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                           scheduler_config=dict(scheduler_config),

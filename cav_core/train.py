@@ -413,13 +413,15 @@ def _kept(job: TrainJob, saved: int | None) -> str:
 
 # --------------------------------------------------------------------------- inputs
 
-def _prepare_frames(handle: ModelHandle, frames: torch.Tensor) -> torch.Tensor:
+def _prepare_frames(handle: ModelHandle, frames: torch.Tensor, height: int | None = None,
+                    width: int | None = None) -> torch.Tensor:
+    """Frames fit to ``height`` x ``width`` (default: the model's native size)."""
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] != 3:
         shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
         raise InputError(f"reference frames must be a (F,H,W,3) tensor in 0..1, got {shape}")
     if frames.shape[0] < 1:
         raise InputError("reference frames are empty")
-    height, width, _, _ = latent_size(handle.base, None, None)
+    height, width, _, _ = latent_size(handle.base, height, width)
     if tuple(frames.shape[1:3]) != (height, width):
         from .data import fit_frames
 
@@ -475,10 +477,13 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                               lora_lr: float | None = None, ti_lr: float | None = None, seed: int = 0,
                               progress: ProgressFn | None = None, checkpoint_dir: str | os.PathLike | None = None,
                               resume: bool = False, alpha: float | None = None,
-                              batch_size: int | None = None) -> AdapterFile:
+                              batch_size: int | None = None, height: int | None = None,
+                              width: int | None = None) -> AdapterFile:
     """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames.
 
-    Settings left None take the model's defaults (:mod:`cav_core.defaults`)."""
+    Settings left None take the model's defaults (:mod:`cav_core.defaults`).
+    ``height``/``width``: the training size (default: the model's native size); a smaller
+    one trains a large model faster and in less memory."""
     from .data import random_patch_crops
 
     d = profile_for(handle)
@@ -497,7 +502,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
     alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
     batch_size = int(batch_size or d["absorber.batch_size"])
     seed = check_seed(seed)
-    frames = _prepare_frames(handle, frames)
+    frames = _prepare_frames(handle, frames, height, width)
     check_training_memory(handle.base, 1, frames.shape[1], frames.shape[2], batch_size, stage="absorber")
     c = handle.base
     if init_word is None and kind != "lora":
@@ -547,6 +552,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                        _as_dir(checkpoint_dir), resume=resume)
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "kind": kind,
+                "size": [int(frames.shape[1]), int(frames.shape[2])],
                 "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
                 "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id,
                 "defaults": d.name, "rank": rank if kind != "ti" else None, "alpha": alpha if kind != "ti" else None,
@@ -640,7 +646,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         validate_every: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                         resume: bool = False, alpha: float | None = None, validation_steps: int | None = None,
                         validation_guidance: float | None = None, min_timestep: int | None = None,
-                        recolor: bool | None = None) -> AdapterFile:
+                        recolor: bool | None = None, height: int | None = None,
+                        width: int | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
 
     Settings left None take the model's defaults (:mod:`cav_core.defaults`); the file's info
@@ -658,6 +665,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
     appearance, which the T-LoRA should not learn (README "Training defaults").
+
+    ``height``/``width``: the training size (default: the model's native size).
     """
     d = profile_for(handle)
     caption = _check_caption(caption, "caption")
@@ -674,7 +683,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     validation_guidance = d.resolve("temporal.validation_guidance", validation_guidance)
     seed = check_seed(seed)
     check_absorber(handle, absorber)
-    frames = _prepare_frames(handle, frames)
+    frames = _prepare_frames(handle, frames, height, width)
     _warn_if_still(frames)
     check_training_memory(handle.base, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     c = handle.base
@@ -728,6 +737,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         losses = run_training(job)
         info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
                 "min_timestep": min_timestep, "alpha": alpha, "defaults": d.name,
+                "size": [int(frames.shape[1]), int(frames.shape[2])],
                 "recolor": f"off: {skipped}" if skipped else "on" if recolor else "off",
                 "trained_captions": texts,
                 "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",

@@ -49,3 +49,13 @@ def unet_inputs(handle, frames: int = 4, batch: int = 1, seed: int = 0):
 def unet_out(handle, x, t, ctx, **applied):
     with torch.no_grad(), handle.applied(**applied) as unet:
         return unet(x, t, encoder_hidden_states=ctx).sample
+
+
+@pytest.fixture(scope="session")
+def real_arch_dir(tmp_path_factory):
+    """A model folder with ModelScope's structure and file layout at small widths (random
+    weights): 4+4 UNet blocks, the SD 8x VAE, CLIP slow-tokenizer files, fp16 variants
+    beside the fp32 weights (cav_core/realarch.py small_configs)."""
+    from cav_core.realarch import small_configs, write_model_folder
+
+    return write_model_folder(tmp_path_factory.mktemp("real_arch") / "text-to-video-ms-small", small_configs())
