@@ -7,7 +7,7 @@ Two checks, printed as figures (``tests/test_metrics.py`` asserts them at a smal
    loads them). Candidates are (a) clips rendered with cav_core/toyworld/clips.py: every
    held-out path at random placements, straight moves, still clips, the reference's path
    reversed, mirrored, time-shifted, jittered and blended with another path, each with a
-   random color, shape, background and object size; and (b) with ``--base-samples N``,
+   random color, shape, background, object size and pixel noise (``NOISE``); and (b) with ``--base-samples N``,
    videos the toy model generates without a T-LoRA (prompts naming the reference's motion
    and others, new subjects, seeds 100...), like the benchmark's "base model" row. For
    every (reference, candidate) pair: the centroid-track motion fidelity
@@ -16,7 +16,7 @@ Two checks, printed as figures (``tests/test_metrics.py`` asserts them at a smal
 2. Camera motion: clips cut from random blurred-noise textures by a moving window (pans in
    four directions, zoom in/out, rotation both ways, a pan that turns back). Same motion on
    another texture (and another frame size and count) should score >= 0.8; two different
-   motions <= 0.3.
+   motions <= 0.3. Texture B's clips carry 1% pixel noise.
 
     python benchmarks/motion_score.py [--per-ref 40] [--base-samples 6] [--sample-steps 25]
 """
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 REFERENCES = ("circle", "zigzag", "bounce")
+NOISE = (0.0, 0.0, 0.01, 0.02)
+"""Pixel noise (std, 0..1 scale) of the rendered candidates, drawn per clip: half are clean."""
 CAMERA_MOTIONS = ("pan_right", "pan_left", "pan_down", "pan_up", "zoom_in", "zoom_out", "rotate_cw",
                   "rotate_ccw", "pan_right_and_back")
 
@@ -125,6 +127,9 @@ def rendered_pairs(refs: tuple[str, ...], per_ref: int, seed: int = 0) -> list[P
             bg = str(rng.choice(list(BACKGROUNDS)))
             color = str(rng.choice([c for c in COLORS if not (bg == "black" and c == "black")]))
             clip = render_clip(color, str(rng.choice(SHAPES)), bg, _fit(offsets, size, rng), object_size=size)
+            noise = float(rng.choice(NOISE))
+            if noise:
+                clip = np.clip(clip + rng.normal(0.0, noise, clip.shape), 0.0, 1.0).astype(np.float32)
             fid = measures.motion_fidelity(measures.centroid_track(clip), track)
             pairs.append(Pair(name, label, fid, motion_similarity(frames, clip)))
     return pairs
@@ -213,7 +218,7 @@ def camera_clip(motion: str, tex: np.ndarray, frames: int = 16, size: tuple[int,
 
 def camera_scores(seed: int = 0, motions: tuple[str, ...] = CAMERA_MOTIONS) -> tuple[list[float], list[float]]:
     """(same-motion scores, different-motion scores). Same: each motion on texture A at
-    64x64 / 16 frames vs on texture B at 48x80 / 12 frames and 1.2x the speed. Different:
+    64x64 / 16 frames vs on texture B at 48x80 / 12 frames, 1.2x the speed and 1% noise. Different:
     every ordered pair of distinct motions, on textures A and B."""
     from cav_core.metrics import motion_similarity
 
@@ -221,6 +226,7 @@ def camera_scores(seed: int = 0, motions: tuple[str, ...] = CAMERA_MOTIONS) -> t
     tex_a, tex_b = texture(rng), texture(rng)
     a = {m: camera_clip(m, tex_a) for m in motions}
     b = {m: camera_clip(m, tex_b, frames=12, size=(48, 80), speed=1.2) for m in motions}
+    b = {m: np.clip(v + rng.normal(0.0, 0.01, v.shape), 0.0, 1.0).astype(np.float32) for m, v in b.items()}
     same = [motion_similarity(a[m], b[m]) for m in motions]
     diff = [motion_similarity(a[m], b[n]) for m in motions for n in motions if m != n]
     return same, diff

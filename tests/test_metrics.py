@@ -88,6 +88,20 @@ def test_static_versus_moving():
     assert motion_similarity(still, other_still) == 1.0  # the same motion: none
 
 
+def test_pixel_noise_is_not_motion():
+    rng = np.random.default_rng(0)
+
+    def noisy(clip: np.ndarray, sigma: float) -> np.ndarray:
+        return np.clip(clip + rng.normal(0.0, sigma, clip.shape), 0.0, 1.0).astype(np.float32)
+
+    moving = toy(right(0.8, start=(6.0, 15.0)), "green", "circle", "gray")  # 9% luminance contrast
+    assert motion_similarity(noisy(moving, 0.01), moving) > 0.95
+    assert motion_similarity(noisy(toy(CIRCLE), 0.02), toy(CIRCLE, "blue", "square", "gray")) > 0.95
+    still = toy(np.tile([[15.0, 15.0]], (16, 1)))
+    assert motion_similarity(noisy(still, 0.01), still) == 1.0  # noise alone does not move
+    assert motion_similarity(noisy(still, 0.01), moving) == 0.0
+
+
 def test_timing_counts_but_overall_speed_does_not():
     assert motion_similarity(toy(right(0.8)), toy(right(1.5))) > 0.95
     stop_and_go = toy(clips.stop_and_go_path())
