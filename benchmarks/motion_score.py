@@ -9,7 +9,8 @@ Two checks, printed as figures (``tests/test_metrics.py`` asserts them at a smal
    reversed, mirrored, time-shifted, jittered and blended with another path, each with a
    random color, shape, background, object size and pixel noise (``NOISE``); and (b) with ``--base-samples N``,
    videos the toy model generates without a T-LoRA (prompts naming the reference's motion
-   and others, new subjects, seeds 100...), like the benchmark's "base model" row. For
+   and others, new subjects, seeds 100...), like the benchmark's "base model" row, and (c)
+   with ``--tlora CLIP``, as many videos from a T-LoRA trained on that clip. For
    every (reference, candidate) pair: the centroid-track motion fidelity
    (cav_core.toyworld.measures.motion_fidelity vs the reference's true track) and the
    score; reported is their Spearman rank correlation (goal >= 0.8).
@@ -18,7 +19,7 @@ Two checks, printed as figures (``tests/test_metrics.py`` asserts them at a smal
    another texture (and another frame size and count) should score >= 0.8; two different
    motions <= 0.3. Texture B's clips carry 1% pixel noise.
 
-    python benchmarks/motion_score.py [--per-ref 40] [--base-samples 6] [--sample-steps 25]
+    python benchmarks/motion_score.py [--per-ref 40] [--base-samples 6] [--sample-steps 25] [--tlora circle]
 """
 
 from __future__ import annotations
@@ -160,6 +161,37 @@ def base_model_pairs(refs: tuple[str, ...], samples: int, steps: int) -> list[Pa
     return pairs
 
 
+def tlora_pairs(name: str, samples: int, steps: int, train_steps: int | None) -> list[Pair]:
+    """Videos from the toy model with a T-LoRA trained on reference ``name`` (no absorber,
+    seed 0, as benchmarks/motion_transfer.py's "absorber none" row), new subjects, against
+    every reference."""
+    from _common import toy_handle
+
+    from cav_core.data import load_video_clip
+    from cav_core.demo import NEW_SUBJECTS, bundled_clip
+    from cav_core.metrics import motion_similarity
+    from cav_core.sample import generate
+    from cav_core.toyworld import measures
+    from cav_core.train import train_temporal_lora
+
+    handle = toy_handle()
+    video, meta = bundled_clip(name)
+    frames = load_video_clip(video, num_frames=16, fps=8, size=(32, 32))
+    tlora = train_temporal_lora(handle, frames, meta["captions"]["full"], steps=train_steps, seed=0)
+    with_lora = handle.with_lora(tlora.lora)
+    loaded = {r: reference(r) for r in REFERENCES}
+    pairs = []
+    for i in range(samples):
+        color, shape, bg = NEW_SUBJECTS[i % len(NEW_SUBJECTS)]
+        prompt = f"a {color} {shape} {meta['motion_phrase']} on a {bg} background"
+        video = generate(with_lora, prompt, steps=steps, seed=100 + i)[0].numpy()
+        tr = measures.centroid_track(video)
+        for r, (ref_frames, track) in loaded.items():
+            pairs.append(Pair(r, f"T-LoRA({name}): {prompt}", measures.motion_fidelity(tr, track),
+                              motion_similarity(ref_frames, video)))
+    return pairs
+
+
 def spearman(pairs: list[Pair]) -> float:
     from scipy.stats import spearmanr
 
@@ -252,6 +284,10 @@ def main() -> None:
                     help="toy-model videos (no T-LoRA) compared with every reference (0: none; each costs one "
                          "sampling run)")
     ap.add_argument("--sample-steps", type=int, default=25)
+    ap.add_argument("--tlora", default="", metavar="CLIP",
+                    help="also train a T-LoRA on this bundled clip and compare its --base-samples videos with "
+                         "every reference (slow: one training run)")
+    ap.add_argument("--tlora-steps", type=int, default=None, help="T-LoRA steps (default: the library default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbose", action="store_true", help="print every pair")
     args = ap.parse_args()
@@ -262,19 +298,25 @@ def main() -> None:
     cv2.setNumThreads(1)
     t0 = time.time()
     r = validate(args.per_ref, args.base_samples, args.sample_steps, seed=args.seed)
+    if args.tlora:
+        r["pairs"] += tlora_pairs(args.tlora, max(args.base_samples, 1), args.sample_steps, args.tlora_steps)
+        r["spearman"] = spearman(r["pairs"])
     pairs = r["pairs"]
     if args.verbose:
         for p in pairs:
             print(f"{p.reference:7s} fidelity {p.fidelity:+.2f} score {p.score:+.2f}  {p.label}")
-    rendered = [p for p in pairs if not p.label.startswith("base model")]
+    rendered = [p for p in pairs if not p.label.startswith(("base model", "T-LoRA"))]
     base = [p for p in pairs if p.label.startswith("base model")]
+    tl = [p for p in pairs if p.label.startswith("T-LoRA")]
     fid = np.asarray([p.fidelity for p in pairs])
     print(f"motion score validation ({time.time() - t0:.0f} s; {machine()})")
-    print(f"toy world: {len(pairs)} pairs ({len(rendered)} rendered clips, {len(base)} base-model samples x "
-          f"reference) against {', '.join(REFERENCES)}; fidelity spans {fid.min():+.2f}..{fid.max():+.2f}")
+    print(f"toy world: {len(pairs)} pairs ({len(rendered)} rendered clips, {len(base)} base-model and {len(tl)} "
+          f"T-LoRA sample x reference pairs) against {', '.join(REFERENCES)}; fidelity spans {fid.min():+.2f}..{fid.max():+.2f}")
     print(f"  Spearman(score, centroid fidelity) = {r['spearman']:.3f}   (goal >= 0.8)")
-    if base:
-        print(f"  rendered only {spearman(rendered):.3f}, base-model samples only {spearman(base):.3f}")
+    parts = [(label, group) for label, group in (("rendered", rendered), ("base-model", base), ("T-LoRA", tl))
+             if len(group) > 2]
+    if len(parts) > 1:
+        print("  " + ", ".join(f"{label} only {spearman(group):.3f} ({len(group)})" for label, group in parts))
     same, diff = np.asarray(r["same"]), np.asarray(r["diff"])
     print(f"camera motion: {len(same)} same-motion pairs, {len(diff)} different-motion pairs "
           f"({', '.join(CAMERA_MOTIONS)})")

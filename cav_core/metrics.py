@@ -10,12 +10,16 @@ Flow comes from OpenCV's Farneback estimator (``opencv-python-headless``); this 
 summarises it. Per frame pair it keeps a small motion descriptor, in pixels per frame of a
 common working size, that does not depend on where the subject is or how large it is:
 
-- the dominant motion: the flow averaged with each pixel weighted by its own flow magnitude
-  (pixels that do not move have no weight, so a subject twice as large, or somewhere else,
-  gives the same vector; a frame-wide mean would scale with the subject's area instead);
+- the dominant motion: the flow averaged with each pixel weighted by its own flow magnitude,
+  a soft "region that moves most" (pixels that do not move have no weight, so a subject
+  twice as large, or somewhere else, gives the same vector; a frame-wide mean flow would
+  scale with the subject's area instead, which is why it is not used);
 - the camera motion: a similarity transform (translation, zoom, rotation) fitted robustly
   to the whole flow field, written as the displacement it causes (translation at the frame
   center, zoom and rotation at half the frame's mean side), so that all entries share units.
+
+Only flow on image structure counts (``TEXTURE_FRACTION``): Farneback has no confidence
+output, and on flat or noise-only patches it returns vectors of a pixel or more.
 
 The score is the uncentered correlation of the two clips' descriptor sequences, the same
 formula as ``motion_fidelity`` applies to centroid displacements.
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import CavError, InputError
 
 WORK_SIDE: int = 64
 """Shorter side, in pixels, of the common size both clips are resized to before the flow.
@@ -69,6 +73,15 @@ frame pair; 0.05 leaves most of it, 0.2 gains nothing more (measured with
 benchmarks/motion_score.py's renderer)."""
 
 
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise CavError("the motion score needs OpenCV: pip install opencv-python-headless (a dependency of "
+                       "this package; reinstall it with its dependencies)") from e
+    return cv2
+
+
 def _to_numpy(frames: Any, name: str) -> np.ndarray:
     """Frames as float32 (F, H, W, C) in 0..1, from a torch tensor (ComfyUI IMAGE, float 0..1)
     or a numpy array (uint8 0..255 or float 0..1); (F, H, W) is grayscale."""
@@ -81,7 +94,7 @@ def _to_numpy(frames: Any, name: str) -> np.ndarray:
                          f"{type(frames).__name__}") from e
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
-    elif a.dtype.kind in "fiu" and a.dtype != np.bool_:
+    elif a.dtype.kind in "fiu":
         a = a.astype(np.float32)
     else:
         raise InputError(f"{name}: expected numeric frames (uint8 0..255 or float 0..1), got dtype {a.dtype}")
@@ -96,7 +109,8 @@ def _to_numpy(frames: Any, name: str) -> np.ndarray:
     if a.shape[1] < 2 or a.shape[2] < 2:
         raise InputError(f"{name}: frames of {a.shape[2]}x{a.shape[1]} pixels are too small to see motion in")
     if not np.isfinite(a).all():
-        raise InputError(f"{name}: the frames contain NaN or infinite values")
+        raise InputError(f"{name}: the frames contain NaN or infinite values; check the node or code that made "
+                         f"them")
     return a
 
 
@@ -106,8 +120,7 @@ def _gray_u8(clip: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     The stretch (1st to 99th percentile to 0..255) is per clip, so a low-contrast clip (green
     on gray differs by 9% in luminance) gives Farneback the same signal as a high-contrast
     one; one stretch for all frames keeps frame-to-frame brightness changes as they are."""
-    import cv2
-
+    cv2 = _cv2()
     rgb = clip[..., :3] if clip.shape[-1] >= 3 else np.repeat(clip[..., :1], 3, axis=-1)
     lum = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
     lo, hi = np.percentile(lum, [1.0, 99.0])
@@ -145,8 +158,7 @@ def _structure(gray: np.ndarray) -> np.ndarray:
     """(F, h, w) local gradient energy of each frame (squared Sobel gradient, Gaussian-
     averaged over about Farneback's window): how much image structure a flow vector there
     rests on."""
-    import cv2
-
+    cv2 = _cv2()
     out = np.empty(gray.shape, dtype=np.float32)
     for i, g in enumerate(gray):
         f = g.astype(np.float32) / 255.0
@@ -162,8 +174,7 @@ def motion_descriptor(gray: np.ndarray) -> np.ndarray:
     Only flow that rests on image structure counts (``TEXTURE_FRACTION``): on a flat or
     noise-only patch Farneback returns vectors of a pixel or more whatever the true motion
     (its estimate does not depend on the patch's contrast), which would swamp slow motion."""
-    import cv2
-
+    cv2 = _cv2()
     f, h, w = gray.shape
     r = 0.5 * math.sqrt(h * w)  # radius at which zoom and rotation are written as displacement
     ys, xs = np.mgrid[CAMERA_GRID // 2:h:CAMERA_GRID, CAMERA_GRID // 2:w:CAMERA_GRID]
@@ -227,8 +238,7 @@ def motion_similarity(ref_frames: Any, gen_frames: Any) -> float:
     gen = _to_numpy(gen_frames, "gen_frames (the video to judge)")
     n = min(len(ref), len(gen))
     size = _working_size([ref.shape[1:3], gen.shape[1:3]])
-    import cv2
-
+    cv2 = _cv2()
     # One thread: at the working size OpenCV's threads cost more than they save, and the
     # score runs next to training (tests/conftest.py keeps torch at one thread too).
     threads = cv2.getNumThreads()
