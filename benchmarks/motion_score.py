@@ -311,7 +311,8 @@ def main() -> None:
     fid = np.asarray([p.fidelity for p in pairs])
     print(f"motion score validation ({time.time() - t0:.0f} s; {machine()})")
     print(f"toy world: {len(pairs)} pairs ({len(rendered)} rendered clips, {len(base)} base-model and {len(tl)} "
-          f"T-LoRA sample x reference pairs) against {', '.join(REFERENCES)}; fidelity spans {fid.min():+.2f}..{fid.max():+.2f}")
+          f"T-LoRA sample x reference pairs) against {', '.join(REFERENCES)}; fidelity spans "
+          f"{fid.min():+.2f}..{fid.max():+.2f}")
     print(f"  Spearman(score, centroid fidelity) = {r['spearman']:.3f}   (goal >= 0.8)")
     parts = [(label, group) for label, group in (("rendered", rendered), ("base-model", base), ("T-LoRA", tl))
              if len(group) > 2]
