@@ -15,7 +15,7 @@ common working size, that does not depend on where the subject is or how large i
   twice as large, or somewhere else, gives the same vector; a frame-wide mean flow would
   scale with the subject's area instead, which is why it is not used);
 - the camera motion: a similarity transform (translation, zoom, rotation) fitted robustly
-  to the whole flow field, written as the displacement it causes (translation at the frame
+  (least median of squares) to the whole flow field, flat patches counted as not moving, written as the displacement it causes (translation at the frame
   center, zoom and rotation at half the frame's mean side), so that all entries share units.
 
 Only flow on image structure counts (``TEXTURE_FRACTION``): Farneback has no confidence
@@ -62,8 +62,8 @@ CAMERA_GRID: int = 4
 """Stride, in working pixels, of the flow samples the camera transform is fitted to."""
 
 MIN_CAMERA_POINTS: int = 6
-"""Fewest usable flow samples to fit a camera transform to (it has 4 unknowns); with fewer,
-the frame pair's camera motion is taken as none."""
+"""Fewest flow samples to fit a camera transform to (it has 4 unknowns); a working size
+has at least (64 / CAMERA_GRID)^2 = 256, so this only guards odd settings."""
 
 TEXTURE_FRACTION: float = 0.1
 """A flow vector counts when the local gradient energy under it (see ``_structure``) is at
@@ -192,11 +192,15 @@ def motion_descriptor(gray: np.ndarray) -> np.ndarray:
         total = weight.sum()
         if total > 1e-9:
             out[t, 0:2] = (flow * weight[..., None]).reshape(-1, 2).sum(axis=0) / total
-        keep = ok[ys, xs].ravel()
-        if keep.sum() < MIN_CAMERA_POINTS:
+        # The camera is fitted to every grid point, the ones without structure (or with a
+        # failed vector) taken as not moving: a flat patch gives no evidence of motion, and
+        # fitting the textured points alone would fit the subject when it is all the
+        # structure there is (a toy object's edges, wobbling in a generated video, fitted as
+        # zooms of 40% per frame).
+        moved = np.where(ok[..., None], flow, 0.0)[ys, xs].reshape(-1, 2)
+        if len(src) < MIN_CAMERA_POINTS:
             continue
-        dst = src[keep] + flow[ys, xs].reshape(-1, 2)[keep].astype(np.float32)
-        m, _ = cv2.estimateAffinePartial2D(src[keep], dst, method=cv2.LMEDS)
+        m, _ = cv2.estimateAffinePartial2D(src, src + moved.astype(np.float32), method=cv2.LMEDS)
         if m is None:
             continue
         a, b = float(m[0, 0]), float(m[1, 0])  # m = [[s cos, -s sin, tx], [s sin, s cos, ty]]
