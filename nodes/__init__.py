@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._io import IN_COMFYUI, ComfyExtension, io
 from .loaders import LoadCAVAdapter, LoadModelScopeT2V, LoadReferenceVideo, SaveCAVAdapter
+from .metrics import CompareMotion
 from .model_ops import ApplySpatialLoRA, ApplyTemporalLoRA, BypassTemporalLayers
 from .sampling import DDIMInvertVideo, ModelScopeT2VSampler
 from .training import TrainAppearanceAbsorber, TrainTemporalLoRA
@@ -23,6 +24,7 @@ NODES: list[type] = [
     ModelScopeT2VSampler,
     SaveCAVAdapter,
     LoadCAVAdapter,
+    CompareMotion,
 ]
 
 

@@ -58,6 +58,7 @@ EXPECTED = {
                              {"init_latent": "LATENT"}, ["IMAGE"]),
     "SaveCAVAdapter": ({"adapter": "CAV_ADAPTER", "filename_prefix": "STRING", "save_to": "COMBO"}, {}, []),
     "LoadCAVAdapter": ({"lora_name": "COMBO", "foreign_role": "COMBO"}, {"model": "CAV_T2V_MODEL"}, ["CAV_ADAPTER"]),
+    "CompareMotion": ({"reference": "IMAGE", "generated": "IMAGE"}, {}, ["FLOAT"]),
 }
 
 

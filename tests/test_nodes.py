@@ -134,7 +134,7 @@ def fake_comfy(monkeypatch):
 
 
 def test_every_node_is_documented():
-    assert len(N) == 11
+    assert len(N) == 12
     for name, cls in N.items():
         s = cls.define_schema()
         assert s.category == "Customize-A-Video" and s.display_name and len(s.description) > 60, name
@@ -143,6 +143,7 @@ def test_every_node_is_documented():
         for o in s.outputs:
             assert o.tooltip and o.display_name, f"{name} output has no name/tooltip"
     assert N["SaveCAVAdapter"].define_schema().is_output_node
+    assert N["CompareMotion"].define_schema().is_output_node  # its score shows without a consumer
 
 
 def test_pack_import_defers_heavy_libraries():
@@ -444,6 +445,32 @@ def test_ddim_invert_then_sample_from_the_latent(model, frames):
 
     with pytest.raises(CavError, match="start latents"):
         run("ModelScopeT2VSampler", **sampler_args(model, num_frames=4, init_latent=latent))
+
+
+def test_compare_motion_scores_motion_only(frames):
+    from cav_core.toyworld import clips
+
+    schema = N["CompareMotion"].define_schema()
+    assert "motion only" in schema.description and "motion only" in schema.outputs[0].tooltip
+    # frames: the bundled red circle on black, its first 8 frames; the same half loop as a
+    # blue square on gray from another start, at twice the size and with 16 frames (each twice)
+    path = clips.circle_path()[:8] + [[3.0, -2.0]]
+    moved = clips.render_clip("blue", "square", "gray", path).repeat(2, axis=0)
+    other = torch.from_numpy(moved).permute(0, 3, 1, 2)
+    other = torch.nn.functional.interpolate(other, scale_factor=2.0, mode="bilinear").permute(0, 2, 3, 1)
+    with torch.inference_mode():
+        out = N["CompareMotion"].execute(reference=frames, generated=other)
+    (score,) = out.args
+    assert isinstance(score, float) and score > 0.8
+    assert out.ui["text"] == [f"motion score {score:+.2f} (1 = same motion, 0 = unrelated, -1 = opposite; "
+                              "measures motion only)"]
+    still = frames[:1].expand(8, -1, -1, -1)
+    (zero,) = run("CompareMotion", reference=frames, generated=still)
+    assert zero == 0.0
+    from cav_core.errors import InputError
+
+    with pytest.raises(InputError, match="gen_frames.*at least 2 frames, got 1"):
+        run("CompareMotion", reference=frames, generated=frames[:1])
 
 
 def test_preview_image_grid():

@@ -84,9 +84,11 @@ class Clip:
 # --------------------------------------------------------------------------- rendering
 
 
-def _inside(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float) -> np.ndarray:
-    """Boolean: which points (x, y) lie inside ``shape`` centered at (cx, cy)."""
-    h = OBJECT_SIZE / 2.0
+def _inside(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float,
+            size: float = OBJECT_SIZE) -> np.ndarray:
+    """Boolean: which points (x, y) lie inside ``shape`` (bounding box ``size`` px) centered
+    at (cx, cy)."""
+    h = size / 2.0
     dx = x - cx
     dy = y - cy
     if shape == "circle":
@@ -100,11 +102,14 @@ def _inside(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float) -> n
     raise InputError(f"unknown toy-world shape {shape!r}; expected one of {list(SHAPES)}")
 
 
-def render_clip(color: str, shape: str, background: str, centers: np.ndarray) -> np.ndarray:
+def render_clip(color: str, shape: str, background: str, centers: np.ndarray,
+                object_size: float = OBJECT_SIZE) -> np.ndarray:
     """Render one object following any per-frame center path.
 
     ``centers`` is (F, 2) (x, y) in pixel-index coordinates (see ``spec``); any F works,
-    positions are not clipped (the sampling functions keep the object inside). Returns
+    positions are not clipped (the sampling functions keep the object inside).
+    ``object_size`` (bounding-box side in px) is the spec's ``OBJECT_SIZE`` unless a test
+    needs another one (the motion score's size invariance, ``tests/test_metrics.py``). Returns
     float32 (F, SIZE, SIZE, 3) in 0..1, anti-aliased by ``SUPERSAMPLE`` x box filtering so
     the measures and the model see smooth sub-pixel motion.
     """
@@ -116,6 +121,8 @@ def render_clip(color: str, shape: str, background: str, centers: np.ndarray) ->
         )
     if shape not in SHAPES:
         raise InputError(f"unknown toy-world shape {shape!r}; expected one of {list(SHAPES)}")
+    if not object_size > 0:
+        raise InputError(f"object_size must be a positive number of pixels, got {object_size}")
     centers = np.asarray(centers, dtype=np.float64)
     if centers.ndim != 2 or centers.shape[1] != 2:
         raise InputError(f"centers must have shape (F, 2), got {centers.shape}")
@@ -127,7 +134,7 @@ def render_clip(color: str, shape: str, background: str, centers: np.ndarray) ->
     ys = sub[:, None]
     alpha = np.empty((len(centers), SIZE, SIZE), dtype=np.float64)
     for i, (cx, cy) in enumerate(centers):
-        hit = _inside(shape, xs, ys, cx, cy).astype(np.float64)
+        hit = _inside(shape, xs, ys, cx, cy, object_size).astype(np.float64)
         alpha[i] = hit.reshape(SIZE, s, SIZE, s).mean(axis=(1, 3))
     bg = np.asarray(BACKGROUNDS[background], dtype=np.float64)
     fg = np.asarray(COLORS[color], dtype=np.float64)
