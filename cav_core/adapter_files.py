@@ -153,9 +153,3 @@ def _parse_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], he
     return AdapterFile(kind=meta["kind"], lora=lora, tokens=tokens,
                        base_model=meta.get("base_model", ""), info=meta.get("info", {}))
 
-
-def load_any_lora(path: str | os.PathLike, unet=None, role: str = "spatial") -> AdapterFile:
-    """Our files, or third-party LoRAs (kohya/A1111, diffusers/peft, MotionDirector); see ``lora_convert``."""
-    from .lora_convert import load_any_lora as _load_any
-
-    return _load_any(path, unet=unet, role=role)

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .errors import CavError
+from .progress import printer as _progress
 
 
 def _quiet() -> None:
@@ -52,24 +53,6 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"{len(temporal_modules(unet))} temporal modules bypassed in Stage 1")
     print(f"loaded {handle.model_id}")
     return 0
-
-
-def _progress(label: str):
-    """A one-line progress printer: step/total, loss, ETA; prints every ~5% and at the end."""
-    import time
-
-    state = {"last": 0.0}
-
-    def report(step: int, total: int, info: dict) -> None:
-        now = time.time()
-        if step != total and now - state["last"] < 2.0 and step % max(1, total // 20):
-            return
-        state["last"] = now
-        extra = f" loss {info['loss']:.4f}" if "loss" in info else ""
-        eta = f" eta {info['eta_s']:.0f}s" if "eta_s" in info else ""
-        print(f"{label} {step}/{total}{extra}{eta}", flush=True)
-
-    return report
 
 
 def _frames(args: argparse.Namespace, handle):

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from .device_guard import check_training_memory
 from .errors import CavError, InputError
 from .fileutil import atomic_write
 from .model import ModelHandle, check_min_timestep
+from .progress import Eta
 from .recolor import hue_rotated_views, unrotatable_color
 from .sample import ProgressFn, decode_latents, denoise, encode_frames, latent_size, seed_noise, text_embeddings
 from .textual_inversion import default_init_word, encode_text, init_embeddings, placeholder_names, with_placeholders
@@ -191,7 +191,7 @@ def run_training(job: TrainJob) -> list[float]:
     autocast = (torch.autocast(dev.type, dtype=amp_dtype) if dev.type == "cuda" and amp_dtype != torch.float32
                 else contextlib.nullcontext())
     step = start
-    t0, done_here = time.time(), 0
+    eta, done_here = Eta(), 0
     saved = start if start > 0 else None  # step of this run's checkpoint on disk
     unet.train()
     try:
@@ -224,7 +224,7 @@ def run_training(job: TrainJob) -> list[float]:
                     _save_checkpoint(job, opt, step + 1)
                     saved = step + 1
                 info: dict[str, Any] = {"stage": job.stage, "loss": job.losses[-1],
-                                        "eta_s": (time.time() - t0) / done_here * (job.steps - step - 1)}
+                                        "eta_s": eta.seconds_left(done_here, job.steps - step - 1)}
                 if job.validate is not None and job.validate_every and (step + 1) % job.validate_every == 0:
                     unet.eval()
                     info["preview"] = job.validate()
