@@ -1,4 +1,4 @@
-"""``python -m cav_core`` — the same core as the ComfyUI nodes, from a shell (DESIGN §5).
+"""``python -m cav_core`` — the same core as the ComfyUI nodes, from a shell (docs/DESIGN.md §6).
 
 Every command prints progress, ends with one line saying what it wrote, and exits
 non-zero with a one-line message on bad input (the project's own errors never show a

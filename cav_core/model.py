@@ -1,4 +1,4 @@
-"""Loading a diffusers text-to-video folder and the immutable model handle (DESIGN §3).
+"""Loading a diffusers text-to-video folder and the immutable model handle (docs/DESIGN.md §2).
 
 A folder in the layout of ModelScope ``text-to-video-ms-1.7b`` / ZeroScope v2 holds
 ``model_index.json`` and ``unet/ text_encoder/ tokenizer/ vae/ scheduler/``. The loader
@@ -339,7 +339,7 @@ def trained_min_timestep(lora: LoraWeights) -> int:
     """The lowest timestep ``lora`` was trained on (``info['min_timestep']``; 0 if not recorded).
 
     A LoRA trained only on t >= 300 never saw the low-noise steps, and applied there it
-    shifts the sample's colors (README "Training defaults"), so by default it is never
+    shifts the sample's colors (docs/EXPERIMENTS.md §3), so by default it is never
     applied below that."""
     t = lora.info.get("min_timestep", 0) if isinstance(lora.info, Mapping) else 0
     return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
@@ -350,7 +350,7 @@ def trained_min_timestep(lora: LoraWeights) -> int:
 #: with the plain model's unconditional prediction, which amplifies the motion where the
 #: layout forms; on the lower-noise steps the T-LoRA mostly carries the reference's look
 #: (its red leaked into other colors). On the toy model this kept the prompt's color as often
-#: as the base model does at about the same motion fidelity (README "Training defaults").
+#: as the base model does at about the same motion fidelity (docs/EXPERIMENTS.md §3).
 TEMPORAL_FROM_FRACTION = 0.6
 
 

@@ -46,7 +46,7 @@ class TrainingError(CavError):
     """Training could not go on (e.g. the loss became non-finite)."""
 
 
-# Defaults, chosen on the toy model (see README "Training defaults").
+# Defaults, chosen on the toy model (README "Training defaults"; docs/EXPERIMENTS.md).
 ABSORBER_DEFAULTS = dict(steps=200, rank=1, alpha=1.0, lora_lr=1e-3, ti_lr=5e-3, num_tokens=4,
                          crop_range=(0.5, 1.0), batch_size=4, crop_pool=64)
 TEMPORAL_DEFAULTS = dict(steps=1000, rank=4, alpha=4.0, lr=2e-3, min_timestep=300, recolor=True)
@@ -433,7 +433,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
-    appearance, which the T-LoRA should not learn (README "Training defaults").
+    appearance, which the T-LoRA should not learn (docs/EXPERIMENTS.md §1).
     """
     d = TEMPORAL_DEFAULTS
     caption = _check_caption(caption, "caption")
