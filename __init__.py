@@ -16,7 +16,10 @@ except ImportError:  # a plain git clone into custom_nodes: use the bundled copy
     # shadow ComfyUI's own top-level `nodes` module.
     sys.path.append(_here)
 
-from .nodes import NODES, comfy_entrypoint  # noqa: E402
+if __package__:  # imported as a package, as ComfyUI does. pytest imports this file alone when
+    # the checkout's folder name is no Python identifier (a clone's default name,
+    # comfyui-customize-a-video): there is nothing to register then.
+    from .nodes import NODES, comfy_entrypoint  # noqa: E402
 
 WEB_DIRECTORY = None
 

@@ -184,9 +184,3 @@ def _check_role_of_keys(path: str | os.PathLike, role: str, modules: list[str]) 
         raise AdapterError(f"{path}: its metadata says it is a {role} LoRA, but it adapts {layers} attention "
                            f"layers; the file is damaged or mislabeled: save it again or use another copy")
 
-
-def load_any_lora(path: str | os.PathLike, unet=None, role: str = "spatial") -> AdapterFile:
-    """Our files, or third-party LoRAs (kohya/A1111, diffusers/peft, MotionDirector); see ``lora_convert``."""
-    from .lora_convert import load_any_lora as _load_any
-
-    return _load_any(path, unet=unet, role=role)

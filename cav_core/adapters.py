@@ -3,7 +3,7 @@
 Adapters live outside the model as plain tensors (:class:`LoraWeights`) and are put onto
 the shared UNet only for the duration of a sample / train / invert call
 (:func:`attached_loras`), then removed, so the base weights and every cached model
-handle stay valid (DESIGN §3). peft owns the LoRA layers and their scaling; this module
+handle stay valid (docs/DESIGN.md §2). peft owns the LoRA layers and their scaling; this module
 owns naming, validation, clean removal and the merged mode used for sampling (strength·ΔW
 folded into the weights for one call).
 """

@@ -1,4 +1,4 @@
-"""``python -m cav_core`` — the same core as the ComfyUI nodes, from a shell (DESIGN §5).
+"""``python -m cav_core`` — the same core as the ComfyUI nodes, from a shell (docs/DESIGN.md §6).
 
 Every command prints progress, ends with one line saying what it wrote, and exits
 non-zero with a one-line message on bad input (the project's own errors never show a
@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .errors import CavError, InputError, OutputError
+from .progress import printer as _progress
 
 
 def _quiet() -> None:
@@ -62,26 +63,6 @@ def cmd_info(args: argparse.Namespace) -> int:
           + (f"on the prompt's guidance branch only from t >= {cond}" if cond is not None else "on both branches"))
     print(f"loaded {handle.base.name or 'model'} (id {handle.model_id})")
     return 0
-
-
-def _progress(label: str):
-    """A one-line progress printer: step/total, loss, ETA; prints every ~5% and at the end."""
-    import time
-
-    state = {"last": 0.0}
-
-    def report(step: int, total: int, info: dict) -> None:
-        if info.get("note"):
-            print(f"note: {info['note']}", flush=True)
-        now = time.time()
-        if step != total and now - state["last"] < 2.0 and step % max(1, total // 20):
-            return
-        state["last"] = now
-        extra = f" loss {info['loss']:.4f}" if "loss" in info else ""
-        eta = f" eta {info['eta_s']:.0f}s" if "eta_s" in info else ""
-        print(f"{label} {step}/{total}{extra}{eta}", flush=True)
-
-    return report
 
 
 def _frames(args: argparse.Namespace, handle):

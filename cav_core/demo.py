@@ -53,9 +53,9 @@ def check_demo_args(args: argparse.Namespace) -> None:
 
 def run_demo(args: argparse.Namespace, handle) -> dict:
     from .adapter_files import save_adapter
-    from .cli import _progress
     from .data import load_video_clip
     from .fileutil import ensure_folder, unique_path
+    from .progress import printer
     from .sample import generate, latent_size
     from .toyworld import measures
     from .train import train_appearance_absorber, train_temporal_lora
@@ -73,10 +73,10 @@ def run_demo(args: argparse.Namespace, handle) -> dict:
     if args.absorber != "none":
         print(f"stage 1    appearance absorber ({args.absorber}) on unordered frames, temporal layers bypassed")
         absorber = train_appearance_absorber(handle, frames, meta["captions"]["appearance"], kind=args.absorber,
-                                             seed=args.seed, progress=_progress("  absorber step"))
+                                             seed=args.seed, progress=printer("  absorber step"))
     print("stage 2    temporal LoRA on the whole clip" + (" with the absorber frozen" if absorber else ""))
     tlora = train_temporal_lora(handle, frames, meta["captions"]["full"], absorber=absorber, steps=args.steps,
-                                seed=args.seed, progress=_progress("  temporal step"))
+                                seed=args.seed, progress=printer("  temporal step"))
     lora_path = save_adapter(unique_path(out_dir / f"tlora_{args.clip}.safetensors"), tlora, unique=True)
 
     print(f"generate   {prompt!r} (seed {args.seed}) with and without the T-LoRA")

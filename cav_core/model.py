@@ -1,4 +1,4 @@
-"""Loading a diffusers text-to-video folder and the immutable model handle (DESIGN §3).
+"""Loading a diffusers text-to-video folder and the immutable model handle (docs/DESIGN.md §2).
 
 A folder in the layout of ModelScope ``text-to-video-ms-1.7b`` / ZeroScope v2 holds
 ``model_index.json`` and ``unet/ text_encoder/ tokenizer/ vae/ scheduler/``. The loader
@@ -408,7 +408,7 @@ def trained_min_timestep(lora: LoraWeights) -> int:
     """The lowest timestep ``lora`` was trained on (``info['min_timestep']``; 0 if not recorded).
 
     A LoRA trained only on t >= 300 never saw the low-noise steps, and applied there it
-    shifts the sample's colors (README "Training defaults"), so by default it is never
+    shifts the sample's colors (docs/EXPERIMENTS.md §3), so by default it is never
     applied below that."""
     t = lora.info.get("min_timestep", 0) if isinstance(lora.info, Mapping) else 0
     return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0

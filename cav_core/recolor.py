@@ -5,7 +5,7 @@ the look leaks into new subjects. Rotating the RGB channels (R->G->B, a hue rota
 120 degrees) keeps every frame's layout and motion and changes only color. If the caption's
 color words rotate too, the caption still describes its frames, so the copies share only the
 motion. Captions must stay true: a recolored clip trained under its old caption taught the
-T-LoRA to fight the words and fidelity fell (README "Training defaults").
+T-LoRA to fight the words and fidelity fell (docs/EXPERIMENTS.md §2).
 
 A channel rotation maps the six primary and secondary colors onto each other and leaves
 white, black and gray unchanged, so those words rotate exactly. A caption naming any other

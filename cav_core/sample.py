@@ -13,8 +13,7 @@ import inspect
 import math
 import numbers
 import operator
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,9 +25,9 @@ from .defaults import SCHEDULERS, profile_for
 from .device_guard import prepare_sampling
 from .errors import CavError, InputError
 from .model import ModelHandle, StepLoras, T2VComponents
+from .progress import Eta, ProgressFn
 from .textual_inversion import encode_text
 
-ProgressFn = Callable[[int, int, dict], None]
 MAX_SEED = 2**63 - 1
 
 
@@ -188,14 +187,14 @@ def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, unco
     uncond = uncond.to(dev, cond.dtype) if uncond is not None and guidance_scale != 1.0 else None
     gen = torch.Generator().manual_seed(int(seed) + 1)
     kwargs = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
-    t0 = time.time()
+    eta = Eta()
     for i, t in enumerate(sched.timesteps):
         inp = sched.scale_model_input(x, t)
         eps = _predict(unet, inp, t.to(dev), cond, uncond, guidance_scale, loras)
         out = sched.step(eps, t, x, **kwargs)
         x = out.prev_sample
         if progress is not None:
-            info: dict[str, Any] = {"stage": "sample", "eta_s": (time.time() - t0) / (i + 1) * (len(sched.timesteps) - i - 1)}
+            info: dict[str, Any] = {"stage": "sample", "eta_s": eta.seconds_left(i + 1, len(sched.timesteps) - i - 1)}
             x0 = getattr(out, "pred_original_sample", None)
             if preview and x0 is not None:
                 info["preview"] = decode_latents(components, x0[:1])[0]
@@ -294,13 +293,13 @@ def invert_latents(components: T2VComponents, unet: nn.Module, latents: torch.Te
     dev = next(unet.parameters()).device
     x = latents.float().to(dev)
     cond = cond.to(dev, next(unet.parameters()).dtype)
-    t0 = time.time()
+    eta = Eta()
     for i, t in enumerate(inv.timesteps):
         eps = _predict(unet, x, t.to(dev), cond, None, 1.0, loras)
         x = inv.step(eps, t, x).prev_sample
         if progress is not None:
             progress(i + 1, len(inv.timesteps),
-                     {"stage": "invert", "eta_s": (time.time() - t0) / (i + 1) * (len(inv.timesteps) - i - 1)})
+                     {"stage": "invert", "eta_s": eta.seconds_left(i + 1, len(inv.timesteps) - i - 1)})
     return x.cpu()
 
 

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from .device_guard import check_training_memory
 from .errors import AdapterError, CavError, InputError, OutputError
 from .fileutil import atomic_write, check_output_path, clean_stale_temps, os_error_message
 from .model import ModelHandle, base_model_note, check_min_timestep
+from .progress import Eta
 from .recolor import hue_rotated_views, recolor_skip_reason
 from .sample import (ProgressFn, check_seed, decode_latents, denoise, encode_frames, latent_size, seed_noise,
                      text_embeddings)
@@ -308,7 +308,7 @@ def run_training(job: TrainJob) -> list[float]:
     autocast = (torch.autocast(dev.type, dtype=amp_dtype) if dev.type == "cuda" and amp_dtype != torch.float32
                 else contextlib.nullcontext())
     step = start
-    t0, done_here = time.time(), 0
+    eta, done_here = Eta(), 0
     saved = start if start > 0 else None  # step of this run's checkpoint on disk
     unet.train()
     try:
@@ -345,7 +345,7 @@ def run_training(job: TrainJob) -> list[float]:
                     _save_checkpoint(job, opt, step + 1)
                     saved = step + 1
                 info: dict[str, Any] = {"stage": job.stage, "loss": job.losses[-1],
-                                        "eta_s": (time.time() - t0) / done_here * (job.steps - step - 1)}
+                                        "eta_s": eta.seconds_left(done_here, job.steps - step - 1)}
                 if job.validate is not None and job.validate_every and (step + 1) % job.validate_every == 0:
                     unet.eval()
                     info["preview"] = job.validate()
@@ -664,7 +664,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
-    appearance, which the T-LoRA should not learn (README "Training defaults").
+    appearance, which the T-LoRA should not learn (docs/EXPERIMENTS.md §1).
 
     ``height``/``width``: the training size (default: the model's native size).
     """

@@ -27,8 +27,10 @@ case "$cmd" in
     demo) exec "$py" -m cav_core demo "$@" ;;
     test)
         if [ $# -gt 0 ]; then exec "$py" -m pytest "$@"; fi
-        # Everything by default: the fast suite, then the real ComfyUI server tests
-        # (opt-in marker, as they start a server; they skip if ../shared/comfyui is absent).
+        # Everything by default: the import rules (pyproject.toml [tool.importlinter]), the
+        # fast suite, then the real ComfyUI server tests (opt-in marker, as they start a
+        # server; they skip if ../shared/comfyui is absent).
+        "$venv/bin/lint-imports" --no-cache --no-logo
         "$py" -m pytest
         exec "$py" -m pytest -m comfyui tests/test_comfyui_server.py ;;
     cli)  exec "$py" -m cav_core "$@" ;;

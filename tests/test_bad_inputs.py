@@ -26,13 +26,13 @@ import pytest
 import torch
 
 from cav_core import data, device_guard, train
-from cav_core.adapter_files import (AdapterFile, TokenEmbeddings, load_adapter, load_any_lora, read_safetensors,
-                                    save_adapter)
+from cav_core.adapter_files import AdapterFile, TokenEmbeddings, load_adapter, read_safetensors, save_adapter
 from cav_core.adapters import LoraWeights, add_trainable_lora
 from cav_core.data import load_video_clip
 from cav_core.errors import AdapterError, InputError, ModelLoadError, OutputError, VideoReadError
 from cav_core.fileutil import atomic_write, safe_output_path
 from cav_core.layers import role_modules
+from cav_core.lora_convert import load_any_lora
 from cav_core.model import load_t2v, resolve_device, resolve_dtype, save_t2v
 from cav_core.sample import SamplingError, generate
 from cav_core.train import TrainingError, train_appearance_absorber, train_temporal_lora

@@ -1,4 +1,4 @@
-"""The command line (DESIGN §5) on a tiny model folder, in-process."""
+"""The command line (docs/DESIGN.md §6) on a tiny model folder, in-process."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ def modelscope_meta():
 
 @pytest.mark.parametrize("role,rank,modules,params", [
     ("temporal", 4, 136, 831_488),   # the paper's T-LoRA: 831.5K
-    # the paper's S-LoRA: 207.5K. DESIGN.md says 207,520, but rank 1 on these 128 modules is
-    # sum(in + out) = 207,488 exactly (every module adds >= 640, so +32 is unreachable).
+    # the paper's S-LoRA: 207.5K. Rank 1 on these 128 modules is sum(in + out) = 207,488
+    # exactly (207,520, another rounding of 207.5K, is unreachable: every module adds >= 640).
     ("spatial", 1, 128, 207_488),
 ])
 def test_modelscope_lora_sizes_match_paper(modelscope_meta, role, rank, modules, params):

@@ -12,7 +12,7 @@ bypassed) the way ModelScope trained jointly on images and videos; every sitting
 recorded in the checkpoint and exported to training.json. --direction-aux, --video-t-min,
 --high-noise-weight and --direction-contrast make direction words steer the motion; with
 --restart-diffusion (a new UNet and text encoder on a finished run's VAE and latents) they
-made the shipped model (README, "The toy world", has the figures and the commands).
+made the shipped model (docs/TOY_MODEL.md has the figures and the commands).
 --v-zero-snr (v-prediction on a zero-terminal-SNR schedule, kept by later sittings and
 exported as the model's scheduler config) and --position-aux (a frame-index probe) aim at
 what v3 lacked: its start noise, not the caption, picked which way along an axis the
@@ -29,7 +29,7 @@ Stages, in order (each resumes at its last checkpoint):
          stays put while small shapes are drawn sharper
   terminal (an extension only) UNet + text encoder at the last timestep of a v-prediction,
          zero-terminal-SNR model: pure noise in, the caption's mean clip out
-What makes a tiny conditional model learn fast on 2 cores (DESIGN §6): 8x8 latents,
+What makes a tiny conditional model learn fast on 2 cores (docs/TOY_MODEL.md): 8x8 latents,
 a trainable text encoder, caption dropout (for classifier-free guidance), warm-up to a
 high learning rate, min-SNR loss weighting, and an EMA of the weights that is exported.
 Every step's randomness derives from (seed, stage, step), so a resumed run draws exactly
@@ -271,7 +271,7 @@ class Trainer:
         captions of moving clips (``with_still``: of all clips) at t = T - 1, at a constant
         rate and without EMA (the sign is picked up abruptly, after ~600 steps; an average
         would lag it). It leaves the lower timesteps worse off: follow it with --extend-video
-        sittings (README).
+        sittings (docs/EXPERIMENTS.md §5).
 
         With ``opening_frames`` N, every other step trains on the clips' first N frames only.
         Over a whole clip, what a direction word must change is antisymmetric in time (for
@@ -281,7 +281,7 @@ class Trainer:
         direction is a static offset (a clip moving right starts on the left), which the
         caption learns at first order. Measured on a fresh UNet with a frozen text encoder
         that keeps the words apart: the word took hold after ~600 steps instead of ~800, with
-        twice the effect at step 900 (README, "What breaks it")."""
+        twice the effect at step 900 (docs/EXPERIMENTS.md §5)."""
         if not self.pure_noise_at_last_step:
             raise SystemExit("--extend-terminal needs a model trained with --v-zero-snr: on ModelScope's schedule "
                              "the noise at the last timestep still holds the clip, so there is no pure-noise step to teach")
@@ -334,7 +334,7 @@ class Trainer:
         prompts drift as little as v5's, but did not stop the drift over 25 steps. On the second
         in-budget run 500 steps with ``with_still`` left the direction words without a sign; 900
         steps teach it with or without still clips, and neither pool keeps still prompts still
-        after the video sittings (README)."""
+        after the video sittings (docs/EXPERIMENTS.md §5)."""
         moving = self._clips(caps, "--extend-terminal")
         return np.arange(len(caps)) if self.state.get("with_still") else moving
 
@@ -447,7 +447,7 @@ class Trainer:
         and the mean token state. Trained along with a fresh UNet instead, the encoder merged
         "left" and "right" (their states 0.4-2.4% apart) before the UNet could use them; after
         400 of these steps (seconds) they are ~90% apart, and frozen from then on they stay so,
-        as a real model's CLIP does (README, "What breaks it"). Returns the head losses."""
+        as a real model's CLIP does (docs/EXPERIMENTS.md §5). Returns the head losses."""
         data = torch.load(self.data_path, weights_only=True)
         caps = json.loads(data["captions"])
         vocab = [list(spec.COLORS), list(spec.SHAPES), list(spec.DIRECTIONS), list(spec.BACKGROUNDS)]
@@ -764,14 +764,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --extend-video or --restart-diffusion: the first K rows of every video batch are "
                          "still clips with full captions (drawn uniformly, 1 row in 9 is still), so 'still' prompts "
                          "learn to hold the object in place. Measured: 2 took still prompts from 13%% to 100%% "
-                         "staying still on the in-budget run (README)")
+                         "staying still on the in-budget run (docs/EXPERIMENTS.md)")
     ap.add_argument("--opening-frames", type=int, default=0, metavar="N",
                     help="with --extend-terminal: every other step trains on the clips' first N frames, where the "
-                         "direction is a static offset the caption can learn first (4 works; see README)")
+                         "direction is a static offset the caption can learn first (4 works; see docs/EXPERIMENTS.md)")
     ap.add_argument("--with-still", action="store_true",
                     help="with --extend-terminal: draw from all clips, still ones included (by default moving "
                          "clips only), so 'still' captions keep a motionless estimate at pure noise. Measured: 900 steps teach "
-                         "the direction sign with it or without it (500 did not); it did not keep still prompts still (README)")
+                         "the direction sign with it or without it (500 did not); it did not keep still prompts still (docs/EXPERIMENTS.md)")
     ap.add_argument("--text-pretrain", type=int, default=0, metavar="STEPS",
                     help="with --restart-diffusion: first train the fresh text encoder STEPS steps to tell the "
                          "caption's words apart (400 takes seconds), then keep it frozen for the sitting")
