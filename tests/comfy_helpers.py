@@ -84,6 +84,31 @@ def _is_widget(typ: Any, opts: dict) -> bool:
     return (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput")
 
 
+# The frontend's "control after generate" widget (fixed / increment / decrement / randomize). The
+# frontend ComfyUI 0.3.64 ships (comfyui_frontend_package 1.27.10, static/assets/index-*.js) adds
+# it right after a widget, as a widget of its own: so a UI workflow's ``widgets_values`` holds a
+# value for it in that place, and ``graphToPrompt()`` leaves it out of the API prompt. The rule,
+# from the bundle: useIntWidget adds it when
+#     inputSpec.control_after_generate ?? ["seed", "noise_seed"].includes(inputSpec.name)
+# (so any INT named seed gets one unless the node says control_after_generate=False), and
+# addComboWidget when ``inputSpec.control_after_generate`` is truthy. No other widget type has one.
+CONTROL_WIDGET = "control_after_generate"
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+_LEGACY_SEED_NAMES = ("seed", "noise_seed")
+
+
+def has_control_widget(name: str, typ: Any, opts: dict) -> bool:
+    """Whether the frontend adds a control_after_generate widget after widget ``name``."""
+    if not _is_widget(typ, opts):
+        return False
+    if typ == "INT":
+        flag = opts.get("control_after_generate")
+        return bool(name in _LEGACY_SEED_NAMES if flag is None else flag)
+    if typ == "COMBO" or isinstance(typ, list):
+        return bool(opts.get("control_after_generate"))
+    return False
+
+
 def _check_value(where: str, typ: Any, opts: dict, value: Any, check_combos: bool) -> None:
     if typ == "INT" and not (isinstance(value, int) and not isinstance(value, bool)):
         raise WorkflowError(f"{where}: INT value {value!r}")
@@ -162,9 +187,10 @@ def ui_to_api(workflow: dict, object_info: dict, check_combos: bool | set[str] =
                 raise WorkflowError(f"{where}: missing from widgets_values {values}")
             value = values[i]
             i += 1
-            if opts.get("control_after_generate"):
-                if i >= len(values) or values[i] not in ("fixed", "increment", "decrement", "randomize"):
-                    raise WorkflowError(f"{where}: control_after_generate value missing after it")
+            if has_control_widget(name, typ, opts):  # the frontend's own widget: not an API input
+                if i >= len(values) or values[i] not in CONTROL_VALUES:
+                    raise WorkflowError(f"{where}: control_after_generate value missing after it "
+                                        f"(one of {CONTROL_VALUES})")
                 i += 1
             skip = check_combos if isinstance(check_combos, set) else set()
             _check_value(where, typ, opts, value, bool(check_combos) and name not in skip)
@@ -379,6 +405,24 @@ class ComfyServer:
                 return m
             time.sleep(0.2)
         raise TimeoutError(f"no log line matching {pattern!r} within {timeout}s; tail:\n{self.log()[-3000:]}")
+
+
+RANDOM_MODEL = "tiny-random-t2v"
+
+
+def start_test_server(base: Path) -> ComfyServer:
+    """The server the ``-m comfyui`` tests share: set up by ../shared/comfyui/setup.sh, base
+    directory ``base``; before the pretrained toy model is in the checkout, a random model of the
+    same architecture is put in ``models/diffusers/tiny-random-t2v`` (RANDOM_MODEL)."""
+    comfy_dir, comfy_py = setup_comfyui()
+    from cav_core.toyworld import toy_model_path
+
+    if toy_model_path() is None:
+        from cav_core.model import save_t2v
+        from cav_core.toyworld.model_config import build_random_toy
+
+        save_t2v(build_random_toy(seed=0).base, base / "models" / "diffusers" / RANDOM_MODEL)
+    return ComfyServer(comfy_dir, comfy_py, base).start()
 
 
 def status_messages(entry: dict, kind: str) -> list[dict]:
