@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_helpers import SHARED_COMFY, WORKFLOWS, load_workflow, start_test_server, ui_to_api
+from comfy_helpers import SHARED_COMFY, WORKFLOWS, frontend_widgets, load_workflow, start_test_server, ui_to_api
 
 pytestmark = pytest.mark.comfyui
 
@@ -180,6 +180,49 @@ def test_workflow_loads_in_the_frontend_as_meant(page, built, object_info, name)
     assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in ours.items()} == expected
 
 
+def _probe(required: dict, optional: dict | None = None) -> dict:
+    optional = optional or {}
+    return {"input": {"required": required, "optional": optional},
+            "input_order": {"required": list(required), "optional": list(optional)},
+            "output": [], "output_name": [], "output_is_list": [], "output_node": True,
+            "category": "probe", "description": "", "python_module": "probe", "deprecated": False,
+            "experimental": False}
+
+
+# Node definitions that exercise each rule comfy_helpers.frontend_widgets follows.
+PROBES = {
+    "CavProbeSeed": _probe({"seed": ["INT", {}], "steps": ["INT", {}], "mode": [["a", "b"], {}]},
+                           {"note": ["STRING", {}], "noise_seed": ["INT", {}]}),
+    "CavProbeSeedOff": _probe({"seed": ["INT", {"control_after_generate": False}], "x": ["FLOAT", {}]}),
+    "CavProbeControl": _probe({"mode": ["COMBO", {"options": ["a", "b"], "control_after_generate": True}],
+                               "n": ["INT", {"control_after_generate": True}], "seed": ["INT", {"forceInput": True}]}),
+    "CavProbeUpload": _probe({"video": ["COMBO", {"options": ["a.mp4"], "video_upload": True}], "n": ["INT", {}]},
+                             {"path": ["STRING", {}], "seed": ["INT", {}]}),
+}
+
+PROBE_JS = """
+const [defs, done] = arguments;
+(async () => {
+  const out = {};
+  for (const [name, def] of Object.entries(defs)) {
+    await window.app.registerNodeDef(name, {...def, name, display_name: name});
+    const n = LiteGraph.createNode(name);
+    out[name] = (n.widgets || []).map(w => w.name);
+  }
+  done(out);
+})().catch(e => done({error: String(e) + '\\n' + (e.stack || '')}));
+"""
+
+
+def test_frontend_widget_rules_are_the_builders(page):
+    """The widget list the frontend makes for a node definition (its own control and upload
+    widgets included) is the one tests/workflow_builder.py writes widgets_values for."""
+    got = page.execute_async_script(PROBE_JS, PROBES)
+    assert "error" not in got, got.get("error")
+    for name, info in PROBES.items():
+        assert got[name] == [w for w, _ in frontend_widgets(info)], name
+
+
 def _overlap(a: list[float], b: list[float]) -> bool:
     """Whether two [x, y, w, h] boxes share more than a 1-px sliver."""
     return min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]) > 1 and min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]) > 1
@@ -194,7 +237,8 @@ const done = arguments[arguments.length - 1];
   await new Promise(r => setTimeout(r, 500));
   const notes = app.graph._nodes.filter(n => n.type === 'Note').map(n => {
     const el = (n.widgets || [])[0]?.element;
-    return {id: n.id, title: n.title, shown: !!el && el.offsetParent !== null && getComputedStyle(el).visibility !== 'hidden',
+    const shown = !!el && el.offsetParent !== null && getComputedStyle(el).visibility !== 'hidden';
+    return {id: n.id, title: n.title, shown,
             scroll: el ? [el.scrollHeight, el.clientHeight] : null,
             font_px: el ? parseFloat(getComputedStyle(el).fontSize) : null};
   });

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_helpers import (CONTROL_WIDGET, FRONTEND_ONLY, WORKFLOWS, has_control_widget, load_pack,  # noqa: E402
-                           node_info_from_schema)
+from comfy_helpers import (  # noqa: E402
+    CONTROL_FILTER, CONTROL_WIDGET, FRONTEND_ONLY, UPLOAD_VALUE, UPLOAD_WIDGET, WORKFLOWS, frontend_widgets,
+    load_pack, node_info_from_schema)
 
 # Core ComfyUI nodes used by the workflows, as their /object_info describes them (0.3.64).
 CORE_NODES: dict[str, dict[str, Any]] = {
@@ -84,22 +85,26 @@ class Workflow:
         inputs, values, meant = [], [], {}
         for name in order:
             typ, opts = spec[name][0], spec[name][1]
-            if typ in WIDGETS and not opts.get("forceInput"):
-                if name in widgets:
-                    meant[name] = widgets.pop(name)
-                elif "default" in opts:
-                    meant[name] = opts["default"]
-                else:
-                    raise KeyError(f"{ntype}: give a value for widget {name!r}")
-                values.append(meant[name])
-                if has_control_widget(name, typ, opts):
-                    values.append(SEED_CONTROL)
-                    meant[CONTROL_WIDGET] = SEED_CONTROL  # a node has at most one seed
-            else:
+            if not (typ in WIDGETS and not opts.get("forceInput")):
                 slot = {"name": name, "type": typ, "link": None}
                 if name in optional:
                     slot["shape"] = 7
                 inputs.append(slot)
+        # widgets_values in the frontend's widget order, its own widgets included
+        for name, kind in frontend_widgets(info):
+            if kind == CONTROL_WIDGET:
+                meant[name] = SEED_CONTROL  # a node has at most one seed
+            elif kind == CONTROL_FILTER:
+                meant[name] = ""
+            elif kind == UPLOAD_WIDGET:
+                meant[name] = UPLOAD_VALUE
+            elif name in widgets:
+                meant[name] = widgets.pop(name)
+            elif "default" in spec[name][1]:
+                meant[name] = spec[name][1]["default"]
+            else:
+                raise KeyError(f"{ntype}: give a value for widget {name!r}")
+            values.append(meant[name])
         if widgets:
             raise KeyError(f"{ntype} has no widget(s) {sorted(widgets)}")
         outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
@@ -129,7 +134,8 @@ class Workflow:
         for n in self.nodes:
             if n["type"] in FRONTEND_ONLY:
                 continue
-            inputs = {k: v for k, v in self.intent[n["id"]].items() if k != CONTROL_WIDGET}
+            own = (CONTROL_WIDGET, CONTROL_FILTER, UPLOAD_WIDGET)  # the frontend's widgets, not inputs
+            inputs = {k: v for k, v in self.intent[n["id"]].items() if k not in own}
             for inp in n["inputs"]:
                 if inp["link"] is not None:
                     link = next(link for link in self.links if link[0] == inp["link"])
