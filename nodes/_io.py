@@ -8,14 +8,15 @@ from __future__ import annotations
 import sys
 
 try:
-    from comfy_api.latest import ComfyExtension, io
+    from comfy_api.latest import ComfyExtension, io, ui
 
     IN_COMFYUI = True
 except ImportError:
     if "comfy" in sys.modules or "folder_paths" in sys.modules:  # an old ComfyUI: say so plainly
         raise ImportError("Customize-A-Video needs a ComfyUI with the V3 node API (comfy_api.latest, "
-                          "ComfyUI 0.3.50 or newer); please update ComfyUI") from None
-    from ._standin import ComfyExtension, io
+                          "ComfyUI 0.3.64 or newer: pyproject.toml requires-comfyui); please update "
+                          "ComfyUI") from None
+    from ._standin import ComfyExtension, io, ui
 
     IN_COMFYUI = False
 
@@ -26,4 +27,4 @@ T2VModel = io.Custom("CAV_T2V_MODEL")
 #: A T-LoRA, S-LoRA or absorber (cav_core.adapter_files.AdapterFile).
 Adapter = io.Custom("CAV_ADAPTER")
 
-__all__ = ["io", "ComfyExtension", "IN_COMFYUI", "CATEGORY", "T2VModel", "Adapter"]
+__all__ = ["io", "ui", "ComfyExtension", "IN_COMFYUI", "CATEGORY", "T2VModel", "Adapter"]

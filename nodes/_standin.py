@@ -1,7 +1,7 @@
 """A minimal stand-in for ``comfy_api.latest`` (``io`` and ``ComfyExtension``), used only
 when the nodes are imported *outside* ComfyUI: by the pack's own tests and by scripts that
 call nodes directly or build the example workflows. It implements the small subset of the
-V3 schema API these nodes use, with the same names and keyword arguments, so a node module
+V3 schema API (and of ``ui``) these nodes use, with the same names and keyword arguments, so a node module
 is written once against the real API. Inside ComfyUI the real ``comfy_api.latest`` is
 always used (see ``_io.py``); the server test checks the real one end to end."""
 
@@ -164,3 +164,39 @@ class _IoNamespace:
 
 
 io = _IoNamespace()
+
+
+class _UIOutput(ABC):
+    @abstractmethod
+    def as_dict(self) -> dict:
+        """What the node shows in the UI (the real API's ``_UIOutput.as_dict``)."""
+
+
+class PreviewText(_UIOutput):
+    """Text shown on the node, like ``comfy_api.latest.ui.PreviewText``."""
+
+    def __init__(self, value: str, **kwargs: Any):
+        self.value = value
+
+    def as_dict(self) -> dict:
+        return {"text": (self.value,)}
+
+
+class PreviewVideo(_UIOutput):
+    """Saved videos shown on the node, like ``comfy_api.latest.ui.PreviewVideo``."""
+
+    def __init__(self, values: list[dict], **kwargs: Any):
+        self.values = values
+
+    def as_dict(self) -> dict:
+        return {"images": self.values, "animated": (True,)}
+
+
+class _UiNamespace:
+    """``ui`` as a namespace object, like ``from comfy_api.latest import ui``."""
+
+    PreviewText = PreviewText
+    PreviewVideo = PreviewVideo
+
+
+ui = _UiNamespace()

@@ -7,7 +7,7 @@ from pathlib import Path
 from cav_core.defaults import common
 
 from . import comfy_bridge as bridge
-from ._io import CATEGORY, Adapter, T2VModel, io
+from ._io import CATEGORY, Adapter, T2VModel, io, ui
 
 DEVICES = ["default", "cpu", "cuda", "mps"]
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
@@ -232,4 +232,4 @@ class SaveCAVAdapter(io.ComfyNode):
         path = save_numbered(folder, filename_prefix, adapter)
         rel = path.relative_to(folder).as_posix()
         bridge.log.info("Customize-A-Video: saved %s to %s", adapter.kind, path)
-        return io.NodeOutput(ui={"text": [f"{save_to}/{rel}"]})
+        return io.NodeOutput(ui=ui.PreviewText(f"{save_to}/{rel}"))

@@ -62,6 +62,9 @@ def node_info_from_schema(node_cls) -> dict[str, Any]:
         typ = i.get_io_type()
         if typ == "COMBO":
             opts["options"] = list(getattr(i, "options", None) or [])
+            upload = getattr(i, "upload", None)  # V3 UploadType: its value is the flag, e.g. "video_upload"
+            if upload:
+                opts[getattr(upload, "value", upload)] = True
         (opt if i.optional else req)[i.id] = [typ, opts]
     return {
         "input": {"required": req, "optional": opt},
@@ -82,6 +85,65 @@ class WorkflowError(ValueError):
 
 def _is_widget(typ: Any, opts: dict) -> bool:
     return (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput")
+
+
+# The frontend's "control after generate" widget (fixed / increment / decrement / randomize). The
+# frontend ComfyUI 0.3.64 ships (comfyui_frontend_package 1.27.10, static/assets/index-*.js) adds
+# it right after a widget, as a widget of its own: so a UI workflow's ``widgets_values`` holds a
+# value for it in that place, and ``graphToPrompt()`` leaves it out of the API prompt. The rule,
+# from the bundle: useIntWidget adds it when
+#     inputSpec.control_after_generate ?? ["seed", "noise_seed"].includes(inputSpec.name)
+# (so any INT named seed gets one unless the node says control_after_generate=False), and
+# addComboWidget when ``inputSpec.control_after_generate`` is truthy. No other widget type has one.
+CONTROL_WIDGET = "control_after_generate"
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize", "increment-wrap")  # the last: combos only
+CONTROL_FILTER = "control_filter_list"  # a regex filter (string, "" = none) after a combo's control widget
+_LEGACY_SEED_NAMES = ("seed", "noise_seed")
+
+
+# The upload button a media combo gets (image_upload / video_upload / animated_image_upload on a
+# required input, as V3's ``Combo.Input(upload=...)`` declares): the frontend's Comfy.UploadImage
+# extension adds an ``upload`` input to the node definition, whose widget comes after all the
+# node's other widgets (checked in the browser: tests/test_comfyui_browser.py) and saves "image" in
+# ``widgets_values`` like any widget.
+UPLOAD_WIDGET = "upload"
+UPLOAD_VALUE = "image"
+_UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
+
+
+def frontend_widgets(info: dict) -> list[tuple[str, str]]:
+    """The widgets the frontend gives a node of ``/object_info`` entry ``info``, in the order of
+    ``widgets_values``: ``(widget name, kind)``, kind "input" for a node input, or CONTROL_WIDGET,
+    CONTROL_FILTER or UPLOAD_WIDGET for the frontend's own (not inputs of the API prompt)."""
+    required, optional = info["input"].get("required", {}), info["input"].get("optional", {})
+    spec = {**required, **optional}
+    order = info["input_order"].get("required", list(required)) + info["input_order"].get("optional", list(optional))
+    out: list[tuple[str, str]] = []
+    for name in order:
+        typ, opts = spec[name][0], spec[name][1] if len(spec[name]) > 1 else {}
+        if not _is_widget(typ, opts):
+            continue
+        out.append((name, "input"))
+        if has_control_widget(name, typ, opts):
+            out.append((CONTROL_WIDGET, CONTROL_WIDGET))
+            if typ == "COMBO" or isinstance(typ, list):  # addValueControlWidgets: a combo's also gets a filter
+                out.append((CONTROL_FILTER, CONTROL_FILTER))
+    if any((v[0] == "COMBO" or isinstance(v[0], list)) and len(v) > 1 and any(v[1].get(f) for f in _UPLOAD_FLAGS)
+           for v in required.values()):
+        out.append((UPLOAD_WIDGET, UPLOAD_WIDGET))
+    return out
+
+
+def has_control_widget(name: str, typ: Any, opts: dict) -> bool:
+    """Whether the frontend adds a control_after_generate widget after widget ``name``."""
+    if not _is_widget(typ, opts):
+        return False
+    if typ == "INT":
+        flag = opts.get("control_after_generate")
+        return bool(name in _LEGACY_SEED_NAMES if flag is None else flag)
+    if typ == "COMBO" or isinstance(typ, list):
+        return bool(opts.get("control_after_generate"))
+    return False
 
 
 def _check_value(where: str, typ: Any, opts: dict, value: Any, check_combos: bool) -> None:
@@ -152,20 +214,20 @@ def ui_to_api(workflow: dict, object_info: dict, check_combos: bool | set[str] =
         if isinstance(node.get("widgets_values"), dict):
             raise WorkflowError(f"node {node['id']} ({ntype}): dict widgets_values not supported")
         i = 0
-        for name in order:
-            typ = spec[name][0]
-            opts = spec[name][1] if len(spec[name]) > 1 else {}
-            if not _is_widget(typ, opts):
-                continue
+        for name, own in frontend_widgets(info):
             where = f"node {node['id']} ({ntype}) widget {name!r}"
             if i >= len(values):
                 raise WorkflowError(f"{where}: missing from widgets_values {values}")
             value = values[i]
             i += 1
-            if opts.get("control_after_generate"):
-                if i >= len(values) or values[i] not in ("fixed", "increment", "decrement", "randomize"):
-                    raise WorkflowError(f"{where}: control_after_generate value missing after it")
-                i += 1
+            if own == CONTROL_WIDGET:  # the frontend's own widgets: not API inputs
+                if value not in CONTROL_VALUES:
+                    raise WorkflowError(f"{where}: {value!r} where a control_after_generate value (one of "
+                                        f"{CONTROL_VALUES}) belongs")
+                continue
+            if own in (UPLOAD_WIDGET, CONTROL_FILTER):
+                continue
+            typ, opts = spec[name][0], spec[name][1] if len(spec[name]) > 1 else {}
             skip = check_combos if isinstance(check_combos, set) else set()
             _check_value(where, typ, opts, value, bool(check_combos) and name not in skip)
             inputs.setdefault(name, value)
@@ -379,6 +441,24 @@ class ComfyServer:
                 return m
             time.sleep(0.2)
         raise TimeoutError(f"no log line matching {pattern!r} within {timeout}s; tail:\n{self.log()[-3000:]}")
+
+
+RANDOM_MODEL = "tiny-random-t2v"
+
+
+def start_test_server(base: Path) -> ComfyServer:
+    """The server the ``-m comfyui`` tests share: set up by ../shared/comfyui/setup.sh, base
+    directory ``base``; before the pretrained toy model is in the checkout, a random model of the
+    same architecture is put in ``models/diffusers/tiny-random-t2v`` (RANDOM_MODEL)."""
+    comfy_dir, comfy_py = setup_comfyui()
+    from cav_core.toyworld import toy_model_path
+
+    if toy_model_path() is None:
+        from cav_core.model import save_t2v
+        from cav_core.toyworld.model_config import build_random_toy
+
+        save_t2v(build_random_toy(seed=0).base, base / "models" / "diffusers" / RANDOM_MODEL)
+    return ComfyServer(comfy_dir, comfy_py, base).start()
 
 
 def status_messages(entry: dict, kind: str) -> list[dict]:

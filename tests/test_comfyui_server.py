@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from comfy_helpers import (PACK_NAME, SHARED_COMFY, WORKFLOWS, ComfyServer, load_pack, load_workflow,
-                           setup_comfyui, status_messages, ui_to_api)
+from comfy_helpers import (PACK_NAME, RANDOM_MODEL, SHARED_COMFY, WORKFLOWS, load_pack, load_workflow,
+                           start_test_server, status_messages, ui_to_api)
 
 pytestmark = pytest.mark.comfyui
 
 TOY_WORKFLOW = "01_toy_end_to_end.json"
 # Inputs whose dropdown lists depend on the user's files (models/diffusers, models/loras, input/).
 USER_FILE_INPUTS = {"model", "video", "lora_name"}
-RANDOM_MODEL = "tiny-random-t2v"
 
 # The node contract: input name -> type (required and optional), output types.
 EXPECTED = {
@@ -72,18 +71,9 @@ def _only_when_selected(request):
 def server(tmp_path_factory):
     if not (SHARED_COMFY / "setup.sh").is_file():
         pytest.skip(f"no ComfyUI test fixture at {SHARED_COMFY} (../shared/comfyui is absent)")
-    comfy_dir, comfy_py = setup_comfyui()
     base = tmp_path_factory.mktemp("comfy_base")
-    from cav_core.toyworld import toy_model_path
-
-    if toy_model_path() is None:  # before the pretrained toy model is in the checkout: same architecture, random
-        from cav_core.model import save_t2v
-        from cav_core.toyworld.model_config import build_random_toy
-
-        save_t2v(build_random_toy(seed=0).base, base / "models" / "diffusers" / RANDOM_MODEL)
-    srv = ComfyServer(comfy_dir, comfy_py, base)
     t0 = time.time()
-    srv.start()
+    srv = start_test_server(base)
     print(f"\nComfyUI up in {time.time() - t0:.1f}s at {srv.url}, base {base}")
     yield srv
     srv.stop()

@@ -178,6 +178,38 @@ def test_workflows_convert_with_the_local_schemas():
         assert "SaveVideo" in types_ or "SaveCAVAdapter" in types_, path.name
 
 
+def test_workflows_mean_what_the_builder_means():
+    """Each file, read positionally the way the frontend reads widgets_values (a control widget
+    after every seed), gives the API prompt the builder means by widget name. The browser test
+    (tests/test_comfyui_browser.py) checks the same against the real frontend."""
+    from workflow_builder import build_workflows, node_infos
+
+    infos = node_infos()
+    for name, w in build_workflows().items():
+        got = ui_to_api(json.loads((WORKFLOWS / name).read_text()), infos)
+        assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in got.items()} == w.api_prompt()
+        for nid, meant in w.intent.items():  # every seed's control widget is "fixed", so nothing retrains
+            if "seed" in meant:
+                assert meant["control_after_generate"] == "fixed", (name, nid)
+
+
+def test_control_widget_rule_is_the_frontends():
+    from comfy_helpers import has_control_widget
+
+    assert has_control_widget("seed", "INT", {})  # legacy rule: any INT named seed / noise_seed
+    assert has_control_widget("noise_seed", "INT", {})
+    assert not has_control_widget("seed", "INT", {"control_after_generate": False})
+    assert has_control_widget("variant", "INT", {"control_after_generate": True})
+    assert not has_control_widget("steps", "INT", {})
+    assert has_control_widget("sampler", "COMBO", {"control_after_generate": True})
+    assert not has_control_widget("seed", "COMBO", {})
+    assert not has_control_widget("seed", "FLOAT", {})
+    assert not has_control_widget("seed", "INT", {"forceInput": True})
+    # a training seed (no control_after_generate in its schema) gets one, as the issue found
+    info = node_info_from_schema(N["TrainTemporalLoRA"])
+    assert has_control_widget("seed", *info["input"]["required"]["seed"])
+
+
 def test_converter_rejects_unknown_nodes_and_inputs():
     from workflow_builder import node_infos
 
@@ -345,8 +377,8 @@ def test_save_never_overwrites_and_load_keeps_metadata(comfy_root, trained, mode
     absorber, tlora = trained
     ui1 = N["SaveCAVAdapter"].execute(adapter=tlora, filename_prefix="cav/t", save_to="output/loras").ui
     ui2 = N["SaveCAVAdapter"].execute(adapter=tlora, filename_prefix="cav/t", save_to="output/loras").ui
-    assert ui1["text"] == ["output/loras/cav/t_00001.safetensors"]
-    assert ui2["text"] == ["output/loras/cav/t_00002.safetensors"]
+    assert ui1.as_dict()["text"] == ("output/loras/cav/t_00001.safetensors",)  # ui.PreviewText
+    assert ui2.as_dict()["text"] == ("output/loras/cav/t_00002.safetensors",)
     N["SaveCAVAdapter"].execute(adapter=absorber, filename_prefix="absorber", save_to="models/loras")
     assert (comfy_root / "models" / "loras" / "absorber_00001.safetensors").is_file()
     names = N["LoadCAVAdapter"].define_schema().inputs[0].options

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_helpers import WORKFLOWS, load_pack, node_info_from_schema  # noqa: E402
+from comfy_helpers import (  # noqa: E402
+    CONTROL_FILTER, CONTROL_WIDGET, FRONTEND_ONLY, UPLOAD_VALUE, UPLOAD_WIDGET, WORKFLOWS, frontend_widgets,
+    load_pack, node_info_from_schema)
 
 # Core ComfyUI nodes used by the workflows, as their /object_info describes them (0.3.64).
 CORE_NODES: dict[str, dict[str, Any]] = {
@@ -43,6 +45,12 @@ CORE_NODES: dict[str, dict[str, Any]] = {
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 PACK_PROPS = {"cnr_id": "comfyui-customize-a-video"}
 NOTE_COLOR = {"color": "#432", "bgcolor": "#653"}
+# The value of the frontend's control_after_generate widget (see comfy_helpers.has_control_widget)
+# on every seed. "fixed" everywhere: on a training node any other value would change the seed
+# after each queue and so retrain every time; on a sampler it keeps the example reproducible (the
+# same graph gives the same video, and a re-queue after changing one widget reuses what it can).
+# An artist who wants variations switches the sampler's to "randomize" in the UI.
+SEED_CONTROL = "fixed"
 
 
 def node_infos() -> dict[str, dict[str, Any]]:
@@ -60,6 +68,9 @@ class Workflow:
         self.nodes: list[dict[str, Any]] = []
         self.links: list[list[Any]] = []
         self.groups: list[dict[str, Any]] = []
+        # What each node's widgets mean, by name (frontend widget names, control widgets included):
+        # the browser test checks the loaded graph against this, not against widgets_values.
+        self.intent: dict[int, dict[str, Any]] = {}
 
     def _node(self, nid: int) -> dict[str, Any]:
         return next(n for n in self.nodes if n["id"] == nid)
@@ -71,23 +82,29 @@ class Workflow:
         spec = {**info["input"]["required"], **info["input"].get("optional", {})}
         order = info["input_order"]["required"] + info["input_order"].get("optional", [])
         optional = set(info["input_order"].get("optional", []))
-        inputs, values = [], []
+        inputs, values, meant = [], [], {}
         for name in order:
             typ, opts = spec[name][0], spec[name][1]
-            if typ in WIDGETS and not opts.get("forceInput"):
-                if name in widgets:
-                    values.append(widgets.pop(name))
-                elif "default" in opts:
-                    values.append(opts["default"])
-                else:
-                    raise KeyError(f"{ntype}: give a value for widget {name!r}")
-                if opts.get("control_after_generate"):
-                    values.append("fixed")
-            else:
+            if not (typ in WIDGETS and not opts.get("forceInput")):
                 slot = {"name": name, "type": typ, "link": None}
                 if name in optional:
                     slot["shape"] = 7
                 inputs.append(slot)
+        # widgets_values in the frontend's widget order, its own widgets included
+        for name, kind in frontend_widgets(info):
+            if kind == CONTROL_WIDGET:
+                meant[name] = SEED_CONTROL  # a node has at most one seed
+            elif kind == CONTROL_FILTER:
+                meant[name] = ""
+            elif kind == UPLOAD_WIDGET:
+                meant[name] = UPLOAD_VALUE
+            elif name in widgets:
+                meant[name] = widgets.pop(name)
+            elif "default" in spec[name][1]:
+                meant[name] = spec[name][1]["default"]
+            else:
+                raise KeyError(f"{ntype}: give a value for widget {name!r}")
+            values.append(meant[name])
         if widgets:
             raise KeyError(f"{ntype} has no widget(s) {sorted(widgets)}")
         outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
@@ -101,13 +118,37 @@ class Workflow:
         if title:
             node["title"] = title
         self.nodes.append(node)
+        self.intent[nid] = meant
         return nid
+
+    def below(self, nid: int) -> int:
+        """The y for a node stacked under node ``nid`` in the same column: clear of its box, and
+        of the next node's title bar and the pack badge the frontend draws above that."""
+        n = self._node(nid)
+        return n["pos"][1] + n["size"][1] + STACK_GAP
+
+    def api_prompt(self) -> dict[str, dict[str, Any]]:
+        """The API prompt this graph means, built from the widget values by name and the links
+        (not from widgets_values): what the frontend's graphToPrompt() must give."""
+        prompt: dict[str, dict[str, Any]] = {}
+        for n in self.nodes:
+            if n["type"] in FRONTEND_ONLY:
+                continue
+            own = (CONTROL_WIDGET, CONTROL_FILTER, UPLOAD_WIDGET)  # the frontend's widgets, not inputs
+            inputs = {k: v for k, v in self.intent[n["id"]].items() if k not in own}
+            for inp in n["inputs"]:
+                if inp["link"] is not None:
+                    link = next(link for link in self.links if link[0] == inp["link"])
+                    inputs[inp["name"]] = [str(link[1]), link[2]]
+            prompt[str(n["id"])] = {"class_type": n["type"], "inputs": inputs}
+        return prompt
 
     def note(self, text: str, pos: tuple[int, int], size: tuple[int, int] = (420, 220), title: str = "Note") -> int:
         nid = len(self.nodes) + 1
         self.nodes.append({"id": nid, "type": "Note", "title": title, "pos": list(pos), "size": list(size),
                            "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
                            "widgets_values": [text], **NOTE_COLOR})
+        self.intent[nid] = {"text": text}  # the frontend's Note has one widget, "text"
         return nid
 
     def link(self, src: int, out_slot: int, dst: int, input_name: str) -> None:
@@ -157,41 +198,55 @@ TOY_TARGET = "a green square moving in a circle on a gray background"
 TOY_STEPS = {"absorber": 200, "temporal": 1000, "sample": 25}  # cav_core defaults; about 3 min on 2 free CPU cores
 
 
-def _video_out(w: Workflow, frames_src: tuple[int, int], x: int, y: int, prefix: str, fps: float = 8.0) -> None:
+def _video_out(w: Workflow, frames_src: tuple[int, int], x: int, y: int, prefix: str, fps: float = 8.0,
+               save_size: tuple[int, int] = (320, 360)) -> None:
     cv = w.add("CreateVideo", (x, y), {"fps": fps}, size=(240, 80))
     w.link(frames_src[0], frames_src[1], cv, "images")
-    sv = w.add("SaveVideo", (x, y + 130), {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
-               size=(320, 360))
+    sv = w.add("SaveVideo", (x, w.below(cv)), {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
+               size=save_size)
     w.link(cv, 0, sv, "video")
+
+
+# Layout. Every graph must stay readable when the frontend fits it to a 1600x1000 window
+# (tests/test_comfyui_browser.py): at most ~2000 x 1000 canvas units, or the fitted zoom falls below
+# the frontend's low-quality threshold (8/14 = 0.57) and node text and notes are not drawn. Above
+# each node the frontend draws its 30-unit title bar and, above that, a 22-unit badge naming the
+# pack; a group's title bar (font_size 24) is 34 units high and must stay clear of both.
+STACK_GAP = 70  # between a node's bottom and the top (pos) of the node under it
+ROW_Y = 300  # top of the first row of nodes under the read-me note (train-and-generate graphs)
+GROUP_Y = ROW_Y - 90
+TOP_Y = 320  # the same for the other graphs, whose note is taller
 
 
 def _train_and_generate(w: Workflow, *, model: dict, video: dict, appearance: str, full: str, target: str,
                         absorber: dict, temporal: dict, sample: dict, save_prefix: str, video_prefix: str,
                         fps: float) -> dict[str, int]:
     ids: dict[str, int] = {}
-    ids["model"] = w.add("LoadModelScopeT2V", (40, 360), model, size=(320, 150))
-    ids["video"] = w.add("LoadReferenceVideo", (40, 560), video, size=(320, 260))
-    ids["preview"] = w.add("PreviewImage", (40, 870), size=(320, 260), title="Reference frames")
+    ids["model"] = w.add("LoadModelScopeT2V", (0, ROW_Y), model, size=(320, 130))
+    ids["video"] = w.add("LoadReferenceVideo", (0, w.below(ids["model"])), video, size=(320, 230))
+    ids["preview"] = w.add("PreviewImage", (0, w.below(ids["video"])), size=(320, 160), title="Reference frames")
     w.link(ids["video"], 0, ids["preview"], "images")
-    ids["absorber"] = w.add("TrainAppearanceAbsorber", (420, 360), {"caption": appearance, **absorber},
-                            size=(360, 470))
+    ids["absorber"] = w.add("TrainAppearanceAbsorber", (380, ROW_Y), {"caption": appearance, **absorber},
+                            size=(360, 400))
     w.link(ids["model"], 0, ids["absorber"], "model")
     w.link(ids["video"], 0, ids["absorber"], "frames")
-    ids["tlora"] = w.add("TrainTemporalLoRA", (840, 360), {"caption": full, **temporal}, size=(360, 430))
+    ids["tlora"] = w.add("TrainTemporalLoRA", (800, ROW_Y), {"caption": full, **temporal}, size=(360, 400))
     w.link(ids["model"], 0, ids["tlora"], "model")
     w.link(ids["video"], 0, ids["tlora"], "frames")
     w.link(ids["absorber"], 0, ids["tlora"], "absorber")
-    ids["save"] = w.add("SaveCAVAdapter", (840, 860), {"filename_prefix": save_prefix}, size=(360, 110))
+    ids["save"] = w.add("SaveCAVAdapter", (800, w.below(ids["tlora"])), {"filename_prefix": save_prefix},
+                        size=(360, 90))
     w.link(ids["tlora"], 0, ids["save"], "adapter")
-    ids["apply"] = w.add("ApplyTemporalLoRA", (1260, 360), {"strength": 1.0}, size=(300, 110))
+    ids["apply"] = w.add("ApplyTemporalLoRA", (1220, ROW_Y), {"strength": 1.0}, size=(300, 130))
     w.link(ids["model"], 0, ids["apply"], "model")
     w.link(ids["tlora"], 0, ids["apply"], "temporal_lora")
-    ids["sampler"] = w.add("ModelScopeT2VSampler", (1260, 520), {"prompt": target, **sample}, size=(360, 520))
+    ids["sampler"] = w.add("ModelScopeT2VSampler", (1220, w.below(ids["apply"])), {"prompt": target, **sample},
+                           size=(320, 420))
     w.link(ids["apply"], 0, ids["sampler"], "model")
-    _video_out(w, (ids["sampler"], 0), 1680, 360, video_prefix, fps)
-    w.group("Stage 1: appearance absorber", (400, 310, 400, 540), "#88a")
-    w.group("Stage 2: temporal LoRA (the motion)", (820, 310, 400, 680), "#8a8")
-    w.group("Generate with the learned motion", (1240, 310, 800, 750), "#a88")
+    _video_out(w, (ids["sampler"], 0), 1580, ROW_Y, video_prefix, fps, save_size=(300, 330))
+    w.group("Stage 1: appearance absorber", (360, GROUP_Y, 400, 510), "#88a")
+    w.group("Stage 2: temporal LoRA (the motion)", (780, GROUP_Y, 400, 670), "#8a8")
+    w.group("Generate with the learned motion", (1200, GROUP_Y, 700, 730), "#a88")
     return ids
 
 
@@ -211,7 +266,7 @@ def toy_end_to_end(infos) -> Workflow:
         "backgrounds: black gray), or the T-LoRA strength. Changing only the sampler or the strength does not "
         "retrain: ComfyUI reuses the trained LoRA.\n\n"
         "The T-LoRA is saved to output/loras/cav/ (Load T-LoRA / Absorber lists it as [output]).",
-        (40, 20), (760, 280), "Read me")
+        (0, 30), (1160, 170), "Read me")
     _train_and_generate(
         w, model={"model": "toy (embedded)"}, video={"video": "circle"},
         appearance=TOY_APPEARANCE, full=TOY_FULL, target=TOY_TARGET,
@@ -240,7 +295,7 @@ def modelscope_train_and_generate(infos) -> Workflow:
         "paper and MotionDirector (T-LoRA rank 4, S-LoRA rank 1, lr 5e-4, 300 T-LoRA steps, 30 sampling steps). "
         "recolor is off: it was measured on the toy model only, and would train on hue-rotated footage. The "
         "validation prompt previews the motion on the T-LoRA node while it trains.",
-        (40, 20), (760, 280), "Read me: set the model, the video and the captions")
+        (0, 30), (1160, 170), "Read me: set the model, the video and the captions")
     _train_and_generate(
         w, model={"model": MS_MODEL}, video={"video": "my_reference.mp4", "width": 256, "height": 256},
         appearance="a man in a red jacket in a park", full="a man in a red jacket doing a backflip in a park",
@@ -264,21 +319,21 @@ def combine_two_temporal_loras(infos) -> Workflow:
         "strengths (about 0.5-0.8 each). For a real model, switch Load ModelScope T2V to it and use "
         "T-LoRAs trained on that model.",
         (40, 20), (760, 220), "Read me")
-    m = w.add("LoadModelScopeT2V", (40, 280), {"model": "toy (embedded)"}, size=(320, 150))
-    a = w.add("LoadCAVAdapter", (40, 480), {"lora_name": "cav/toy_circle_tlora_00001.safetensors [output]"},
-              size=(360, 110), title="T-LoRA 1 (circle)")
-    b = w.add("LoadCAVAdapter", (40, 640), {"lora_name": "cav/toy_zigzag_tlora_00001.safetensors [output]"},
-              size=(360, 110), title="T-LoRA 2 (zigzag)")
-    ap1 = w.add("ApplyTemporalLoRA", (460, 280), {"strength": 0.7}, size=(300, 110))
+    m = w.add("LoadModelScopeT2V", (40, TOP_Y), {"model": "toy (embedded)"}, size=(320, 130))
+    a = w.add("LoadCAVAdapter", (40, w.below(m)), {"lora_name": "cav/toy_circle_tlora_00001.safetensors [output]"},
+              size=(360, 90), title="T-LoRA 1 (circle)")
+    b = w.add("LoadCAVAdapter", (40, w.below(a)), {"lora_name": "cav/toy_zigzag_tlora_00001.safetensors [output]"},
+              size=(360, 90), title="T-LoRA 2 (zigzag)")
+    ap1 = w.add("ApplyTemporalLoRA", (460, TOP_Y), {"strength": 0.7}, size=(300, 130))
     w.link(m, 0, ap1, "model")
     w.link(a, 0, ap1, "temporal_lora")
-    ap2 = w.add("ApplyTemporalLoRA", (460, 440), {"strength": 0.7}, size=(300, 110))
+    ap2 = w.add("ApplyTemporalLoRA", (460, w.below(ap1)), {"strength": 0.7}, size=(300, 130))
     w.link(ap1, 0, ap2, "model")
     w.link(b, 0, ap2, "temporal_lora")
-    s = w.add("ModelScopeT2VSampler", (820, 280),
+    s = w.add("ModelScopeT2VSampler", (820, TOP_Y),
               {"prompt": "a yellow triangle moving on a gray background", "steps": 25, "seed": 0}, size=(360, 520))
     w.link(ap2, 0, s, "model")
-    _video_out(w, (s, 0), 1240, 280, "cav/two_motions")
+    _video_out(w, (s, 0), 1240, TOP_Y, "cav/two_motions")
     return w
 
 
@@ -293,20 +348,20 @@ def temporal_plus_style_lora(infos) -> Workflow:
         "ComfyUI/models/loras; and the prompt (include the style's trigger words). SD 1.x / SDXL LoRAs do not "
         "fit (other layer sizes) and are refused with a clear message.",
         (40, 20), (760, 220), "Read me: set the model and both LoRA files")
-    m = w.add("LoadModelScopeT2V", (40, 280), {"model": MS_MODEL}, size=(320, 150))
-    t = w.add("LoadCAVAdapter", (40, 480), {"lora_name": "cav/my_motion_tlora_00001.safetensors [output]"},
-              size=(360, 110), title="Load T-LoRA")
-    ap = w.add("ApplyTemporalLoRA", (460, 280), {"strength": 1.0}, size=(300, 110))
+    m = w.add("LoadModelScopeT2V", (40, TOP_Y), {"model": MS_MODEL}, size=(320, 130))
+    t = w.add("LoadCAVAdapter", (40, w.below(m)), {"lora_name": "cav/my_motion_tlora_00001.safetensors [output]"},
+              size=(360, 90), title="Load T-LoRA")
+    ap = w.add("ApplyTemporalLoRA", (460, TOP_Y), {"strength": 1.0}, size=(300, 130))
     w.link(m, 0, ap, "model")
     w.link(t, 0, ap, "temporal_lora")
-    st = w.add("ApplySpatialLoRA", (460, 440), {"lora_name": "sd21_style_lora.safetensors", "strength": 0.8},
+    st = w.add("ApplySpatialLoRA", (460, w.below(ap)), {"lora_name": "sd21_style_lora.safetensors", "strength": 0.8},
                size=(360, 130))
     w.link(ap, 0, st, "model")
-    s = w.add("ModelScopeT2VSampler", (880, 280),
+    s = w.add("ModelScopeT2VSampler", (880, TOP_Y),
               {"prompt": "a bear doing a backflip in a forest, watercolor painting", "steps": 30, "cfg": 9.0,
                "seed": 0, "width": 256, "height": 256}, size=(360, 520))
     w.link(st, 0, s, "model")
-    _video_out(w, (s, 0), 1300, 280, "cav/motion_with_style")
+    _video_out(w, (s, 0), 1300, TOP_Y, "cav/motion_with_style")
     return w
 
 
@@ -321,17 +376,17 @@ def ddim_inverted_editing(infos) -> Workflow:
         "learned motion, put an Apply Temporal LoRA between the model and the sampler. For a real model, set "
         "the model and a reference video with width/height 256.",
         (40, 20), (760, 220), "Read me")
-    m = w.add("LoadModelScopeT2V", (40, 280), {"model": "toy (embedded)"}, size=(320, 150))
-    v = w.add("LoadReferenceVideo", (40, 480), {"video": "circle"}, size=(320, 260))
-    inv = w.add("DDIMInvertVideo", (420, 280), {"prompt": TOY_FULL, "steps": 25}, size=(360, 220))
+    m = w.add("LoadModelScopeT2V", (40, TOP_Y), {"model": "toy (embedded)"}, size=(320, 130))
+    v = w.add("LoadReferenceVideo", (40, w.below(m)), {"video": "circle"}, size=(320, 260))
+    inv = w.add("DDIMInvertVideo", (420, TOP_Y), {"prompt": TOY_FULL, "steps": 25}, size=(360, 220))
     w.link(m, 0, inv, "model")
     w.link(v, 0, inv, "frames")
-    s = w.add("ModelScopeT2VSampler", (840, 280),
+    s = w.add("ModelScopeT2VSampler", (840, TOP_Y),
               {"prompt": "a yellow triangle moving in a circle on a gray background", "steps": 25, "seed": 0,
                "init_blend": 0.7}, size=(360, 540))
     w.link(m, 0, s, "model")
     w.link(inv, 0, s, "init_latent")
-    _video_out(w, (s, 0), 1260, 280, "cav/edited")
+    _video_out(w, (s, 0), 1260, TOP_Y, "cav/edited")
     return w
 
 
@@ -345,30 +400,30 @@ def spatial_lora_as_absorber(infos) -> Workflow:
         "256x256), the LoRA file in ComfyUI/models/loras ('foreign_role' spatial), the caption (with the LoRA's "
         "trigger words if it has any) and the sampler prompt. The T-LoRA is saved to output/loras/cav/.",
         (40, 20), (760, 220), "Read me: set the model, video, LoRA and captions")
-    m = w.add("LoadModelScopeT2V", (40, 280), {"model": MS_MODEL}, size=(320, 150))
-    v = w.add("LoadReferenceVideo", (40, 480), {"video": "my_reference.mp4", "width": 256, "height": 256},
-              size=(320, 260))
-    a = w.add("LoadCAVAdapter", (40, 790), {"lora_name": "my_subject_sd21_lora.safetensors",
-                                            "foreign_role": "spatial"}, size=(360, 130),
+    m = w.add("LoadModelScopeT2V", (40, TOP_Y), {"model": MS_MODEL}, size=(320, 130))
+    v = w.add("LoadReferenceVideo", (40, w.below(m)), {"video": "my_reference.mp4", "width": 256, "height": 256},
+              size=(320, 230))
+    a = w.add("LoadCAVAdapter", (40, w.below(v)), {"lora_name": "my_subject_sd21_lora.safetensors",
+                                                  "foreign_role": "spatial"}, size=(360, 100),
               title="Spatial LoRA as absorber")
     w.link(m, 0, a, "model")  # map and check the file against the loaded model
-    t = w.add("TrainTemporalLoRA", (460, 280),
+    t = w.add("TrainTemporalLoRA", (460, TOP_Y),
               {"caption": "a man in a red jacket doing a backflip in a park", "recolor": "off",
                "validation_prompt": "a bear doing a backflip in a forest", "validate_every": 100},
-              size=(360, 430))
+              size=(360, 400))
     w.link(m, 0, t, "model")
     w.link(v, 0, t, "frames")
     w.link(a, 0, t, "absorber")
-    sv = w.add("SaveCAVAdapter", (460, 760), {"filename_prefix": "cav/my_motion_tlora"}, size=(360, 110))
+    sv = w.add("SaveCAVAdapter", (460, w.below(t)), {"filename_prefix": "cav/my_motion_tlora"}, size=(360, 90))
     w.link(t, 0, sv, "adapter")
-    ap = w.add("ApplyTemporalLoRA", (880, 280), {"strength": 1.0}, size=(300, 110))
+    ap = w.add("ApplyTemporalLoRA", (880, TOP_Y), {"strength": 1.0}, size=(300, 130))
     w.link(m, 0, ap, "model")
     w.link(t, 0, ap, "temporal_lora")
-    s = w.add("ModelScopeT2VSampler", (880, 440),
+    s = w.add("ModelScopeT2VSampler", (880, w.below(ap)),
               {"prompt": "a bear doing a backflip in a forest", "steps": 30, "cfg": 9.0, "seed": 0,
-               "width": 256, "height": 256}, size=(360, 520))
+               "width": 256, "height": 256}, size=(360, 420))
     w.link(ap, 0, s, "model")
-    _video_out(w, (s, 0), 1300, 280, "cav/my_motion")
+    _video_out(w, (s, 0), 1300, TOP_Y, "cav/my_motion")
     return w
 
 
@@ -382,9 +437,13 @@ WORKFLOWS_BUILT = {
 }
 
 
-def build_all() -> dict[str, str]:
+def build_workflows() -> dict[str, Workflow]:
     infos = node_infos()
-    return {name: json.dumps(make(infos).to_json(), indent=1) + "\n" for name, make in WORKFLOWS_BUILT.items()}
+    return {name: make(infos) for name, make in WORKFLOWS_BUILT.items()}
+
+
+def build_all() -> dict[str, str]:
+    return {name: json.dumps(w.to_json(), indent=1) + "\n" for name, w in build_workflows().items()}
 
 
 if __name__ == "__main__":
