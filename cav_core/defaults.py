@@ -22,8 +22,10 @@ recolor) stay available on real models as explicit settings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 TOY = "toy"
@@ -196,10 +198,24 @@ def profile_name_for_unet_config(config: Mapping[str, Any]) -> str:
     Decided by the architecture rather than the folder path, so a copy of the toy model
     (e.g. under ComfyUI's models/diffusers) and the random-weight toy of the tests are the
     toy, while no real model (block widths from 320 up) can match."""
-    from .toyworld.model_config import UNET_CONFIG  # torch-free
-
-    same = all(_norm(config.get(k)) == _norm(UNET_CONFIG.get(k)) for k in _ARCH_KEYS)
+    toy = _toy_unet_config()
+    same = toy is not None and all(_norm(config.get(k)) == _norm(toy.get(k)) for k in _ARCH_KEYS)
     return TOY if same else REAL
+
+
+@functools.lru_cache(maxsize=1)
+def _toy_unet_config() -> dict[str, Any] | None:
+    """The shipped toy model's UNet config (None if the install lacks it). Read as data, not
+    imported from cav_core/toyworld/model_config.py: cav_core.toyworld also holds the toy's
+    trainer, which imports the training loop, which reads this module (pyproject.toml's
+    acyclic contract). tests/test_defaults.py checks it equals model_config.UNET_CONFIG."""
+    import json
+
+    path = Path(__file__).resolve().parent / "toyworld" / "model" / "unet" / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def profile_for(components: Any) -> Profile:

@@ -616,11 +616,18 @@ def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
         warnings.warn(note, stacklevel=3)
 
 
-def expected_adapter_bytes(handle: ModelHandle, role: str | None, rank: int, num_tokens: int = 0) -> int:
+def expected_adapter_bytes(handle: ModelHandle, role: str | None, rank: int | None,
+                           num_tokens: int | None = 0) -> int:
     """Bytes of the adapter a run will save (LoRA on ``role``'s layers at ``rank``, plus
-    ``num_tokens`` embedding rows), for checking the disk before training."""
+    ``num_tokens`` embedding rows), for checking the disk before training; None takes the
+    model's default (:mod:`cav_core.defaults`)."""
     from .layers import role_modules
 
+    d = profile_for(handle)
+    if rank is None:
+        rank = d["temporal.rank" if role == "temporal" else "absorber.rank"]
+    if num_tokens is None:
+        num_tokens = d["absorber.num_tokens"]
     unet = handle.base.unet
     n = 0
     if role is not None:

@@ -314,3 +314,13 @@ def test_recolor_skips_are_said_in_one_line_by_the_node(tiny, frames, caplog):
     said = [r for r in caplog.records if "recolor skipped" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING and "'orange'" in said[0].getMessage()
     assert t.info["trained_captions"] == ["an orange circle"]
+
+
+def test_the_shipped_toy_config_is_the_toy_architecture():
+    # defaults.py reads the shipped unet/config.json instead of importing model_config (import cycle);
+    # the two must agree on every architecture key, or the shipped toy would get the real profile.
+    from cav_core import defaults
+    from cav_core.toyworld.model_config import UNET_CONFIG
+
+    assert defaults._toy_unet_config() is not None
+    assert defaults.profile_name_for_unet_config(UNET_CONFIG) == defaults.TOY
