@@ -138,10 +138,6 @@ def rendered_pairs(refs: tuple[str, ...], per_ref: int, seed: int = 0) -> list[P
 
 def base_model_pairs(refs: tuple[str, ...], samples: int, steps: int) -> list[Pair]:
     """Each of ``samples`` toy-model videos (no T-LoRA) against every reference."""
-    from cav_core.demo import NEW_SUBJECTS
-    from cav_core.metrics import motion_similarity
-    from cav_core.sample import generate
-    from cav_core.toyworld import measures
     from cav_core.toyworld.spec import CURVED_MOTIONS
 
     from _common import toy_handle
@@ -149,14 +145,25 @@ def base_model_pairs(refs: tuple[str, ...], samples: int, steps: int) -> list[Pa
     handle = toy_handle()
     phrases = [CURVED_MOTIONS[r] for r in refs] + ["moving left", "moving down-right", "moving up"]
     loaded = {name: reference(name) for name in refs}
+    return _sampled_pairs(handle, lambda i: phrases[i % len(phrases)], samples, steps, loaded, "base model")
+
+
+def _sampled_pairs(handle, phrase, samples: int, steps: int, loaded: dict, label: str) -> list[Pair]:
+    """Sample ``samples`` new-subject prompts (``phrase(i)`` their motion words, seeds 100..)
+    and score each video against every loaded reference, by track fidelity and by the score."""
+    from cav_core.demo import NEW_SUBJECTS
+    from cav_core.metrics import motion_similarity
+    from cav_core.sample import generate
+    from cav_core.toyworld import measures
+
     pairs = []
     for i in range(samples):
         color, shape, bg = NEW_SUBJECTS[i % len(NEW_SUBJECTS)]
-        prompt = f"a {color} {shape} {phrases[i % len(phrases)]} on a {bg} background"
+        prompt = f"a {color} {shape} {phrase(i)} on a {bg} background"
         video = generate(handle, prompt, steps=steps, seed=100 + i)[0].numpy()
         tr = measures.centroid_track(video)
         for name, (frames, track) in loaded.items():
-            pairs.append(Pair(name, f"base model: {prompt}", measures.motion_fidelity(tr, track),
+            pairs.append(Pair(name, f"{label}: {prompt}", measures.motion_fidelity(tr, track),
                               motion_similarity(frames, video)))
     return pairs
 
@@ -168,10 +175,7 @@ def tlora_pairs(name: str, samples: int, steps: int, train_steps: int | None) ->
     from _common import toy_handle
 
     from cav_core.data import load_video_clip
-    from cav_core.demo import NEW_SUBJECTS, bundled_clip
-    from cav_core.metrics import motion_similarity
-    from cav_core.sample import generate
-    from cav_core.toyworld import measures
+    from cav_core.demo import bundled_clip
     from cav_core.train import train_temporal_lora
 
     handle = toy_handle()
@@ -180,16 +184,7 @@ def tlora_pairs(name: str, samples: int, steps: int, train_steps: int | None) ->
     tlora = train_temporal_lora(handle, frames, meta["captions"]["full"], steps=train_steps, seed=0)
     with_lora = handle.with_lora(tlora.lora)
     loaded = {r: reference(r) for r in REFERENCES}
-    pairs = []
-    for i in range(samples):
-        color, shape, bg = NEW_SUBJECTS[i % len(NEW_SUBJECTS)]
-        prompt = f"a {color} {shape} {meta['motion_phrase']} on a {bg} background"
-        video = generate(with_lora, prompt, steps=steps, seed=100 + i)[0].numpy()
-        tr = measures.centroid_track(video)
-        for r, (ref_frames, track) in loaded.items():
-            pairs.append(Pair(r, f"T-LoRA({name}): {prompt}", measures.motion_fidelity(tr, track),
-                              motion_similarity(ref_frames, video)))
-    return pairs
+    return _sampled_pairs(with_lora, lambda i: meta["motion_phrase"], samples, steps, loaded, f"T-LoRA({name})")
 
 
 def spearman(pairs: list[Pair]) -> float:
