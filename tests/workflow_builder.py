@@ -223,7 +223,7 @@ def _train_and_generate(w: Workflow, *, model: dict, video: dict, appearance: st
                         fps: float) -> dict[str, int]:
     ids: dict[str, int] = {}
     ids["model"] = w.add("LoadModelScopeT2V", (0, ROW_Y), model, size=(320, 130))
-    ids["video"] = w.add("LoadReferenceVideo", (0, w.below(ids["model"])), video, size=(320, 230))
+    ids["video"] = w.add("LoadReferenceVideo", (0, w.below(ids["model"])), video, size=(320, 300))
     ids["preview"] = w.add("PreviewImage", (0, w.below(ids["video"])), size=(320, 160), title="Reference frames")
     w.link(ids["video"], 0, ids["preview"], "images")
     ids["absorber"] = w.add("TrainAppearanceAbsorber", (380, ROW_Y), {"caption": appearance, **absorber},
@@ -377,7 +377,7 @@ def ddim_inverted_editing(infos) -> Workflow:
         "the model and a reference video with width/height 256.",
         (40, 20), (760, 220), "Read me")
     m = w.add("LoadModelScopeT2V", (40, TOP_Y), {"model": "toy (embedded)"}, size=(320, 130))
-    v = w.add("LoadReferenceVideo", (40, w.below(m)), {"video": "circle"}, size=(320, 260))
+    v = w.add("LoadReferenceVideo", (40, w.below(m)), {"video": "circle"}, size=(320, 300))
     inv = w.add("DDIMInvertVideo", (420, TOP_Y), {"prompt": TOY_FULL, "steps": 25}, size=(360, 220))
     w.link(m, 0, inv, "model")
     w.link(v, 0, inv, "frames")
@@ -402,7 +402,7 @@ def spatial_lora_as_absorber(infos) -> Workflow:
         (40, 20), (760, 220), "Read me: set the model, video, LoRA and captions")
     m = w.add("LoadModelScopeT2V", (40, TOP_Y), {"model": MS_MODEL}, size=(320, 130))
     v = w.add("LoadReferenceVideo", (40, w.below(m)), {"video": "my_reference.mp4", "width": 256, "height": 256},
-              size=(320, 230))
+              size=(320, 300))
     a = w.add("LoadCAVAdapter", (40, w.below(v)), {"lora_name": "my_subject_sd21_lora.safetensors",
                                                   "foreign_role": "spatial"}, size=(360, 100),
               title="Spatial LoRA as absorber")
