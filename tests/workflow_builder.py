@@ -224,7 +224,7 @@ def _train_and_generate(w: Workflow, *, model: dict, video: dict, appearance: st
     ids: dict[str, int] = {}
     ids["model"] = w.add("LoadModelScopeT2V", (0, ROW_Y), model, size=(320, 130))
     ids["video"] = w.add("LoadReferenceVideo", (0, w.below(ids["model"])), video, size=(320, 300))
-    ids["preview"] = w.add("PreviewImage", (0, w.below(ids["video"])), size=(320, 160), title="Reference frames")
+    ids["preview"] = w.add("PreviewImage", (0, w.below(ids["video"])), size=(320, 90), title="Reference frames")
     w.link(ids["video"], 0, ids["preview"], "images")
     ids["absorber"] = w.add("TrainAppearanceAbsorber", (380, ROW_Y), {"caption": appearance, **absorber},
                             size=(360, 400))
