@@ -456,15 +456,23 @@ def _registered(mm: Any, patcher: T2VModelPatcher) -> list:
     return [lm for lm in getattr(mm, "current_loaded_models", ()) if getattr(lm, "model", None) is patcher]
 
 
+def _managed(components: Any, needs: str) -> tuple[Any, T2VModelPatcher] | None:
+    """ComfyUI's model_management (if it has ``needs``) and our model's patcher in it, or None
+    outside ComfyUI, off CUDA, or on a ComfyUI without that call."""
+    mm = _model_management()
+    if mm is None or not hasattr(mm, needs):
+        return None
+    patcher = _patcher(components, mm)
+    return None if patcher is None else (mm, patcher)
+
+
 def track_model(components: Any) -> None:
     """Enter a freshly loaded model in ComfyUI's list of loaded models, so ComfyUI can offload
     it when another model needs the room. Does nothing outside ComfyUI and off CUDA."""
-    mm = _model_management()
-    if mm is None or not hasattr(mm, "load_models_gpu"):
+    managed = _managed(components, "load_models_gpu")
+    if managed is None:
         return
-    patcher = _patcher(components, mm)
-    if patcher is None:
-        return
+    mm, patcher = managed
     if codecs_offloaded():  # --lowvram / --novram: they come back for their encodes only
         from cav_core import memory
 
@@ -481,12 +489,10 @@ def before_run(components: Any, nbytes: int, purpose: str) -> None:
     bring back with ``free_memory``, never unloading our model for it, then
     ``soft_empty_cache`` hands the freed blocks back to the driver, as core training does
     before it starts. Nothing happens outside ComfyUI or off CUDA (``--cpu``)."""
-    mm = _model_management()
-    if mm is None or not hasattr(mm, "free_memory"):
+    managed = _managed(components, "free_memory")
+    if managed is None:
         return
-    patcher = _patcher(components, mm)
-    if patcher is None:
-        return
+    mm, patcher = managed
     need = int(nbytes * (TRAINING_MARGIN if purpose == "training" else 1.0))
     away = patcher.model_size() - patcher.loaded_size()
     reserve = mm.extra_reserved_memory() if hasattr(mm, "extra_reserved_memory") else 0
