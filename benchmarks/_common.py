@@ -23,7 +23,7 @@ def toy_handle(path: str | None = None):
 
     path = path or toy_model_path()
     if path is None:
-        sys.exit("the pretrained toy model is missing: run `python -m cav_core.toyworld.train_toy` and export it")
+        sys.exit("the pretrained toy model is missing: rebuild it with `python -m toyworld_training` (docs/TOY_MODEL.md)")
     return load_t2v(path, device="cpu", dtype="fp32")
 
 

@@ -32,7 +32,7 @@ def toy():
 
     path = toy_model_path()
     if path is None:
-        pytest.skip("pretrained toy model not present (run cav_core.toyworld.train_toy)")
+        pytest.skip("pretrained toy model not present (python -m toyworld_training rebuilds it)")
     from cav_core.model import load_t2v
 
     return load_t2v(path, device="cpu", dtype="fp32")

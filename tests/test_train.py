@@ -250,7 +250,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny):
 
 def test_a_v_prediction_model_trains_against_the_velocity(tiny, frames, monkeypatch):
     """The scheduler config decides the target: a v-prediction, zero-terminal-SNR model (what
-    ``train_toy --v-zero-snr`` makes) trains its T-LoRA against v, samples and inverts to
+    ``toyworld_training --v-zero-snr`` makes) trains its T-LoRA against v, samples and inverts to
     finite clips; an eps model never asks for v."""
     import diffusers
 

@@ -39,8 +39,8 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
     prediction_type="epsilon",
 )
 
-#: What ``train_toy --v-zero-snr`` switches a model to (Lin et al. 2024, "Common diffusion noise
-#: schedules and sample steps are flawed"): ModelScope's schedule keeps 0.07 of the clean video
+#: What ``python -m toyworld_training --v-zero-snr`` switches a model to (Lin et al. 2024,
+#: "Common diffusion noise schedules and sample steps are flawed"): ModelScope's schedule keeps 0.07 of the clean video
 #: at t = 999, enough for a tiny model to read the whole motion path out of the start noise, so
 #: the seed, not the prompt, picks which way the object goes. With zero terminal SNR the first
 #: step sees pure noise and must take the motion from the caption; v-prediction keeps that
