@@ -4,12 +4,16 @@ and terminal steps, and the noise and timesteps they are trained at."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from cav_core.toyworld import spec
 from cav_core.toyworld.clips import random_pretraining_clip
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
 
 #: How often each caption form is drawn: (full, motion unnamed, appearance only). Video batches
 #: mostly name the motion; image batches mostly the appearance; a sitting's image batches
@@ -76,7 +80,7 @@ def diffusion_batch(rng: np.random.Generator, latents: torch.Tensor, caps: list[
     return x0, prompts
 
 
-def noised(schedule, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def noised(schedule: DDPMScheduler, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Timesteps drawn uniformly, the noisy input and the target of the schedule's objective."""
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, len(schedule.alphas_cumprod), (x0.shape[0],), generator=g)

@@ -3,10 +3,15 @@ favouring high noise) and the frame-position probe."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from cav_core.toyworld import spec
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
 
 
 def loss_weights(snr: torch.Tensor, min_snr: float, high_noise_weight: float = 0.0,
@@ -29,7 +34,7 @@ def loss_weights(snr: torch.Tensor, min_snr: float, high_noise_weight: float = 0
     return w
 
 
-def denoising_loss(schedule, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, min_snr: float,
+def denoising_loss(schedule: DDPMScheduler, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, min_snr: float,
                    high_noise_weight: float = 0.0) -> torch.Tensor:
     """The batch mean of the weighted per-sample MSE; the SNR is diffusers' ``compute_snr``
     (equal to alphas_cumprod / (1 - alphas_cumprod) to float rounding, checked in

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .recipe import STAGES
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 
 def step_rng(seed: int, stage: str, step: int, sitting: int = 0) -> np.random.Generator:
@@ -37,7 +41,7 @@ def set_learning_rate(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 def weights_ema(params: Iterable[torch.nn.Parameter], decay: float, step: int = 0,
-                shadow: Sequence[torch.Tensor] | None = None):
+                shadow: Sequence[torch.Tensor] | None = None) -> EMAModel:
     """diffusers' ``EMAModel`` over ``params`` at sitting step ``step``: its decay at a step s
     is min(decay, (1 + s) / (10 + s)), as this trainer's was. ``shadow`` (a checkpoint's
     "ema" list) resumes it; the optimization step is the sitting's step, so it is not stored.

@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from cav_core.toyworld import model_config
@@ -16,6 +18,11 @@ from cav_core.toyworld import model_config
 from .diffusion import run_diffusion
 from .recipe import REMOVED_OPTIONS
 from .stages import pretrain_text, run_data, run_decoder, run_terminal, run_vae
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
+
+    from cav_core.model import T2VComponents
 
 
 class Trainer:
@@ -29,7 +36,7 @@ class Trainer:
         self.stop = False
 
     @property
-    def noise_schedule(self):
+    def noise_schedule(self) -> DDPMScheduler:
         """The diffusers scheduler the model trains for (and ships with): its alphas and target."""
         from diffusers import DDPMScheduler
 
@@ -42,7 +49,7 @@ class Trainer:
         cfg = self.c.scheduler_config
         return cfg.get("prediction_type") == "v_prediction" and bool(cfg.get("rescale_betas_zero_snr"))
 
-    def fresh_components(self):
+    def fresh_components(self) -> T2VComponents:
         """The toy architecture with the recipe seed's random weights."""
         from cav_core.model import build_t2v
 
