@@ -228,7 +228,7 @@ def video_input_source(video: Any) -> tuple[Any, Any, float | None]:
     cav_core's one decoder reads it as it reads a file; else ``(None, images, frame_rate)``
     from ``get_components()`` (VideoFromComponents: frames made in the graph, e.g. by Create
     Video). The base class's ``get_stream_source`` is not asked: for frames it would
-    re-encode them lossily (``comfy_api/latest/_input/video_types.py``)."""
+    re-encode them lossily (docs/DESIGN.md, section 7)."""
     from cav_core.errors import InputError
 
     getter = None
@@ -252,8 +252,8 @@ def video_input_source(video: Any) -> tuple[Any, Any, float | None]:
 def link_type_problem(node: str, expected: dict[str, str], received: dict[str, str]) -> str | None:
     """A message for the first linked input whose type ``received`` (``input_types`` of a
     ``validate_inputs``) does not fit ``expected``, else None. ComfyUI skips its own link
-    check for a node whose validate_inputs takes ``input_types`` (execution.py
-    validate_inputs), so such a node calls this; the rule is ComfyUI's own when present."""
+    check for a node whose validate_inputs takes ``input_types``, so such a node calls this;
+    the rule is ComfyUI's own (``comfy_execution.validation``) when it is there."""
     try:
         from comfy_execution.validation import validate_node_input
     except ImportError:
