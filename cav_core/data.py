@@ -12,16 +12,16 @@ import math
 import operator
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import InputError, VideoReadError
-from .video_io import check_fit, display_size, frame_to_rgb, open_video, rgb_to_float
+from .video_io import VideoSource, check_fit, display_size, frame_to_rgb, is_stream, open_video, rgb_to_float
 
 #: Before the final antialiased resize, frames much larger than the target are shrunk by
 #: the decoder (area filter) to this multiple of the scaled size: a 4K or 8K source then
@@ -233,29 +233,31 @@ def _to_rgb(frame: Any, size: tuple[int, int] | None, fit: str = "crop") -> np.n
     return frame_to_rgb(frame, _decode_size(*display_size(frame), size, fit))
 
 
-def _pick_frames(container: Any, stream: Any, targets: list[float], t0: float | None,
-                 size: tuple[int, int] | None, fit: str = "crop",
+def _pick_frames(decoded: Iterable[Any], rate: float | None, targets: list[float], t0: float | None,
+                 to_rgb: Callable[[Any], np.ndarray],
                  hold_last: bool = False) -> tuple[list[np.ndarray | None], dict]:
-    """Nearest decoded frame for each target time (seconds from the video's first frame).
+    """Nearest frame for each target time (seconds from the video's first frame).
 
-    Streams through the file keeping only the previous frame, so memory holds the picked
-    frames only, and stops as soon as every target is served. Returns the picks (None
-    for targets past the end, unless ``hold_last`` repeats the last frame there once the
-    video has given at least one) and what was seen (for the too-short message)."""
+    ``decoded`` yields frames in display order, each with a ``time`` in seconds (None
+    when unknown: then ``rate`` frames per second are assumed); ``to_rgb`` turns a picked
+    one into an (H, W, 3) array. Streams through them keeping only the previous frame, so
+    memory holds the picked frames only, and stops as soon as every target is served.
+    Returns the picks (None for targets past the end, unless ``hold_last`` repeats the
+    last frame there once the video has given at least one) and what was seen (for the
+    too-short message)."""
     picks: list[np.ndarray | None] = [None] * len(targets)
     cache: dict[int, np.ndarray] = {}
 
     def rgb(item: tuple[int, float, Any]) -> np.ndarray:
         if item[0] not in cache:
-            cache[item[0]] = _to_rgb(item[2], size, fit)
+            cache[item[0]] = to_rgb(item[2])
         return cache[item[0]]
 
-    rate = float(stream.average_rate or stream.guessed_rate or 0.0) or None
     k = 0
     prev: tuple[int, float, Any] | None = None
     n = 0
     first_t = None
-    for n, frame in enumerate(container.decode(stream), start=1):
+    for n, frame in enumerate(decoded, start=1):
         if frame.time is not None:
             t_abs = float(frame.time)
         elif prev is not None:
@@ -295,22 +297,9 @@ def _pick_frames(container: Any, stream: Any, targets: list[float], t0: float | 
     return picks, seen
 
 
-def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 8.0, start: float = 0.0,
-                    size: Sequence[int] | None = None, fit: str = "crop", hold_last: bool = False) -> torch.Tensor:
-    """``num_frames`` frames of the video at ``path`` sampled at ``fps``, from ``start``
-    seconds: float32 (F, H, W, 3) in 0..1.
-
-    Frame k is the source frame shown at time ``start + k / fps`` (the nearest by
-    presentation timestamp), so a 24 fps source read at 8 fps takes every third frame, a
-    25 or 30 fps one the frame nearest each 1/8 s, and a variable frame rate is followed. ``size=(H, W)`` fits the frames to that
-    size by ``fit`` (see :func:`fit_frames`: centre ``crop``, ``pad`` or ``stretch``);
-    large sources are shrunk while decoding. Frames are as a player shows them: a phone's
-    rotation is applied and 10-bit sources keep their levels (``video_io.frame_to_rgb``).
-    A video too short for the request is an :class:`InputError` naming its duration,
-    unless ``hold_last`` repeats its last frame for the missing ones (with a warning).
-    mp4, webm, mov, mkv and gif all decode through PyAV.
-    """
-    p = Path(path)
+def _clip_request(num_frames: Any, fps: Any, start: Any, size: Sequence[int] | None, fit: str,
+                  hold_last: Any) -> tuple[int, float, float, tuple[int, int] | None, str]:
+    """The checked arguments shared by :func:`load_video_clip` and :func:`clip_from_frames`."""
     num_frames = _count(num_frames, "num_frames")
     try:
         fps_f, start_f = float(fps), float(start)
@@ -325,24 +314,67 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
     if not isinstance(hold_last, bool):
         raise InputError(f"hold_last must be True or False (--hold-last, the 'hold_last_frame' widget), "
                          f"got {hold_last!r}")
+    return num_frames, fps_f, start_f, target, fit
+
+
+def _finish_clip(label: Any, picks: list, seen: dict, num_frames: int, fps: float, start: float,
+                 target: tuple[int, int] | None, fit: str) -> torch.Tensor:
+    if seen["frames"] == 0:
+        raise VideoReadError(f"cannot read video {label}: it contains no decodable frames")
+    if not seen["complete"]:
+        _raise_too_short(label, picks, seen, num_frames, fps, start)
+    if seen["held"]:
+        warnings.warn(f"video {label} ends at {_duration(seen):.2f} s: its last frame is held for the last "
+                      f"{seen['held']} of {num_frames} frames (hold_last)", stacklevel=3)
+    stacked = np.stack(picks)
+    frames = torch.from_numpy(stacked if stacked.dtype == np.float32 else rgb_to_float(stacked))
+    return fit_frames(frames, target, fit) if target is not None else frames
+
+
+def load_video_clip(path: VideoSource, num_frames: int = 16, fps: float = 8.0, start: float = 0.0,
+                    size: Sequence[int] | None = None, fit: str = "crop", hold_last: bool = False,
+                    name: str | None = None) -> torch.Tensor:
+    """``num_frames`` frames of the video at ``path`` sampled at ``fps``, from ``start``
+    seconds: float32 (F, H, W, 3) in 0..1.
+
+    Frame k is the source frame shown at time ``start + k / fps`` (the nearest by
+    presentation timestamp), so a 24 fps source read at 8 fps takes every third frame, a
+    25 or 30 fps one the frame nearest each 1/8 s, and a variable frame rate is followed. ``size=(H, W)`` fits the frames to that
+    size by ``fit`` (see :func:`fit_frames`: centre ``crop``, ``pad`` or ``stretch``);
+    large sources are shrunk while decoding. Frames are as a player shows them: a phone's
+    rotation is applied and 10-bit sources keep their levels (``video_io.frame_to_rgb``).
+    A video too short for the request is an :class:`InputError` naming its duration,
+    unless ``hold_last`` repeats its last frame for the missing ones (with a warning).
+    mp4, webm, mov, mkv and gif all decode through PyAV. ``path`` may also be an open
+    binary file-like holding the video (``video_io.open_video``; ``name`` labels it in
+    messages).
+    """
+    label: Any = (name or "from the stream") if is_stream(path) else (name or Path(path))
+    num_frames, fps_f, start_f, target, fit = _clip_request(num_frames, fps, start, size, fit, hold_last)
     targets = [start_f + k / fps_f for k in range(num_frames)]
 
     import av
 
-    with open_video(p) as (container, stream):
+    with open_video(path, name=name) as (container, stream):
         need = num_frames * (stream.width or 0) * (stream.height or 0) * 3 * 4
         if target is None and need > MAX_UNRESIZED_BYTES:
-            raise InputError(f"video {p} is {stream.width}x{stream.height}: {num_frames} frames at full size "
+            raise InputError(f"video {label} is {stream.width}x{stream.height}: {num_frames} frames at full size "
                              f"would take {need / 1024**3:.1f} GiB; pass size=(height, width) to resize while "
                              f"decoding, or take fewer frames")
         stream.thread_type = "AUTO"
         tb = stream.time_base
         t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0) or None
+
+        def pick() -> tuple[list, dict]:
+            return _pick_frames(container.decode(stream), rate, targets, t0,
+                                lambda frame: _to_rgb(frame, target, fit), hold_last)
+
         picks = seen = None
         if start_f >= SEEK_MIN_START_S and t0 is not None:
             try:
                 container.seek(int((t0 + start_f) / tb), stream=stream, backward=True, any_frame=False)
-                picks, seen = _pick_frames(container, stream, targets, t0, target, fit, hold_last)
+                picks, seen = pick()
                 seen["frames_counted_from_seek"] = True
                 # An imprecise seek lands after the start: then decode from the top.
                 if seen["first_t"] is None or seen["first_t"] > start_f + 0.5 / fps_f:
@@ -352,23 +384,44 @@ def load_video_clip(path: str | os.PathLike, num_frames: int = 16, fps: float = 
             if picks is None:
                 container.seek(0, stream=stream, backward=True, any_frame=False)
         if picks is None:
-            picks, seen = _pick_frames(container, stream, targets, t0, target, fit, hold_last)
-    if seen["frames"] == 0:
-        raise VideoReadError(f"cannot read video {p}: it contains no decodable frames")
-    if not seen["complete"]:
-        _raise_too_short(p, picks, seen, num_frames, fps_f, start_f)
-    if seen["held"]:
-        warnings.warn(f"video {p} ends at {_duration(seen):.2f} s: its last frame is held for the last "
-                      f"{seen['held']} of {num_frames} frames (hold_last)", stacklevel=2)
-    frames = torch.from_numpy(rgb_to_float(np.stack(picks)))
-    return fit_frames(frames, target, fit) if target is not None else frames
+            picks, seen = pick()
+    return _finish_clip(label, picks, seen, num_frames, fps_f, start_f, target, fit)
+
+
+class _HeldFrame(NamedTuple):
+    """A frame of :func:`clip_from_frames`, shaped like a decoded one for :func:`_pick_frames`."""
+
+    time: float
+    index: int
+
+
+def clip_from_frames(images: Any, frame_rate: float, num_frames: int = 16, fps: float = 8.0, start: float = 0.0,
+                     size: Sequence[int] | None = None, fit: str = "crop", hold_last: bool = False,
+                     name: str = "in memory") -> torch.Tensor:
+    """:func:`load_video_clip` for a video already decoded to ``images`` (F, H, W, C; a
+    ComfyUI IMAGE batch, see :func:`frames_from_images`) shown at ``frame_rate`` frames
+    per second: the same frames are picked (nearest to ``start + k / fps``), fit and held
+    the same way, and a clip too short gets the same message (``name`` labels it)."""
+    frames = frames_from_images(images)
+    try:
+        rate = float(frame_rate)
+    except (TypeError, ValueError):
+        raise InputError(f"the frame rate of {name} must be a number, got {frame_rate!r}") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise InputError(f"the frame rate of {name} must be a positive number of frames per second, "
+                         f"got {frame_rate!r}")
+    num_frames, fps_f, start_f, target, fit = _clip_request(num_frames, fps, start, size, fit, hold_last)
+    targets = [start_f + k / fps_f for k in range(num_frames)]
+    held = (_HeldFrame(i / rate, i) for i in range(frames.shape[0]))
+    picks, seen = _pick_frames(held, rate, targets, 0.0, lambda f: frames[f.index].numpy(), hold_last)
+    return _finish_clip(name, picks, seen, num_frames, fps_f, start_f, target, fit)
 
 
 def _duration(seen: dict) -> float:
     return (seen["last_t"] or 0.0) + (seen["step"] or 0.0)
 
 
-def _raise_too_short(p: Path, picks: list, seen: dict, num_frames: int, fps: float, start: float) -> None:
+def _raise_too_short(p: Any, picks: list, seen: dict, num_frames: int, fps: float, start: float) -> None:
     step = seen["step"] or 0.0
     duration = _duration(seen)
     end_needed = start + num_frames / fps  # the last sampled frame is shown for 1/fps too

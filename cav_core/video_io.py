@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .errors import CavError, InputError, VideoReadError
 from .fileutil import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: A video file on disk, or one already in memory / open (a binary file-like with read and
+#: seek, e.g. the BytesIO a ComfyUI VIDEO hands out): both decode the same way.
+VideoSource = Union[str, "os.PathLike[str]", BinaryIO]
 
 MP4_CRF: int = 12
 """x264 constant-rate factor: 12 is visually lossless; the toy clips are tiny, so the
@@ -204,27 +207,44 @@ def check_fps(fps: Any, what: str = "fps") -> float:
     return fps_f
 
 
+def is_stream(source: Any) -> bool:
+    """Whether ``source`` is an open binary file-like (read + seek) rather than a path."""
+    return hasattr(source, "read") and hasattr(source, "seek")
+
+
 @contextmanager
-def open_video(path: PathLike) -> Iterator[tuple[Any, Any]]:
+def open_video(path: VideoSource, name: str | None = None) -> Iterator[tuple[Any, Any]]:
     """The one way in to a video file: ``(container, stream)`` of its first video stream.
 
     Checks what ffmpeg would not (missing, a folder, empty, cut short, a still image or
     text file, no video stream), and turns any decoding failure inside the ``with`` block
     into a :class:`VideoReadError` naming the path; the project's own errors pass as they
     are. :func:`read_video` and ``data.load_video_clip`` both read through it, with
-    :func:`frame_to_rgb`, so every reader sees the same frames."""
-    p = Path(path)
-    check_video_file(p)
-    check_complete(p)
+    :func:`frame_to_rgb`, so every reader sees the same frames.
+
+    ``path`` may also be a binary file-like already open (a video held in memory, e.g. by
+    ComfyUI's VIDEO type): it gets the same checks from its current content; ``name`` is
+    what the messages call it (default: the path, or "from the stream")."""
+    if is_stream(path):
+        label: Any = name or "from the stream"
+        check_complete(path, name=label)
+        path.seek(0)
+        src: Any = path
+    else:
+        p = Path(path)
+        label = name or p
+        check_video_file(p)
+        check_complete(p)
+        src = str(p)
     import av
 
     try:
-        with av.open(str(p), mode="r") as container:
-            yield container, video_stream(container, p)
+        with av.open(src, mode="r") as container:
+            yield container, video_stream(container, label)
     except CavError:
         raise
     except Exception as e:  # av.error.FFmpegError and friends: not a video, truncated, unknown codec
-        raise VideoReadError(f"cannot read video {p}: {type(e).__name__}: {e}; is it a video file "
+        raise VideoReadError(f"cannot read video {label}: {type(e).__name__}: {e}; is it a video file "
                              f"(mp4, webm, mov, mkv, gif)?") from e
 
 
@@ -336,32 +356,49 @@ def video_stream(container: Any, path: Path) -> Any:
     return container.streams.video[0]
 
 
-def check_complete(path: PathLike) -> None:
+def check_complete(path: VideoSource, name: str | None = None) -> None:
     """Raise :class:`VideoReadError` if the file at ``path`` is empty or was cut short.
 
     A partly downloaded or copied video often still decodes, silently missing its end;
     this reads the container's own size fields instead: the top-level boxes of
     mp4/mov, the segment of mkv/webm (unless it was written with an unknown size, as
     live recordings are), the block chain of a GIF up to its trailer. Other formats
-    pass unchecked (ffmpeg reports what it can)."""
-    p = Path(path)
-    size = p.stat().st_size
-    if size == 0:
-        raise VideoReadError(f"cannot read video {p}: the file is empty (0 bytes)")
-    with open(p, "rb") as f:
-        head = f.read(16)
-        if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
-            problem = _mp4_shortfall(f, size)
-        elif head[:4] == b"\x1aE\xdf\xa3":
-            problem = _ebml_shortfall(f, size)
-        elif head[:6] in (b"GIF87a", b"GIF89a"):
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                problem = _gif_shortfall(data)
-        else:
-            problem = None
+    pass unchecked (ffmpeg reports what it can). ``path`` may be an open binary
+    file-like (see :func:`open_video`; ``name`` is what the messages call it)."""
+    if is_stream(path):
+        label: Any = name or "from the stream"
+        path.seek(0, os.SEEK_END)
+        problem = _shortfall(path, path.tell(), in_memory=True)
+        path.seek(0)
+    else:
+        label = name or Path(path)
+        with open(path, "rb") as f:
+            problem = _shortfall(f, os.fstat(f.fileno()).st_size, in_memory=False)
+    if problem == "empty":
+        raise VideoReadError(f"cannot read video {label}: the file is empty (0 bytes)")
     if problem:
-        raise VideoReadError(f"cannot read video {p}: the file is incomplete ({problem}); it was cut short, e.g. by "
-                             f"an interrupted download or copy: get the whole file again")
+        raise VideoReadError(f"cannot read video {label}: the file is incomplete ({problem}); it was cut short, e.g. "
+                             f"by an interrupted download or copy: get the whole file again")
+
+
+def _shortfall(f: Any, size: int, in_memory: bool) -> str | None:
+    """What :func:`check_complete` finds wrong with the ``size`` bytes of ``f``: "empty",
+    a description of the shortfall, or None."""
+    if size == 0:
+        return "empty"
+    f.seek(0)
+    head = f.read(16)
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+        return _mp4_shortfall(f, size)
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return _ebml_shortfall(f, size)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        if in_memory:
+            f.seek(0)
+            return _gif_shortfall(f.read())
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _gif_shortfall(data)
+    return None
 
 
 def _mp4_shortfall(f: Any, size: int) -> str | None:

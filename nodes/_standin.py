@@ -18,6 +18,15 @@ class NumberDisplay(str, enum.Enum):
     slider = "slider"
 
 
+class UploadType(str, enum.Enum):
+    """The upload button of a media combo, as in the real ``io.UploadType``."""
+
+    image = "image_upload"
+    audio = "audio_upload"
+    video = "video_upload"
+    model = "file_upload"
+
+
 class _Input:
     io_type = "*"
 
@@ -149,6 +158,7 @@ class _IoNamespace:
     """``io`` as a namespace object, like ``from comfy_api.latest import io``."""
 
     NumberDisplay = NumberDisplay
+    UploadType = UploadType
     Custom = staticmethod(Custom)
     Image = Image
     Latent = Latent

@@ -199,11 +199,72 @@ def resolve_video(choice: str, path: str = "") -> Path:
     clips = bundled_clips()
     if choice in clips:
         return clips[choice]
-    p = input_dir() / choice
-    if p.is_file():
+    p = annotated_input_file(choice)
+    if p is not None:
         return p
-    raise VideoReadError(f"reference video {choice!r} is neither a bundled clip ({', '.join(clips)}) nor a file in "
-                         f"{input_dir()}; give a full path in 'path'")
+    raise VideoReadError(f"reference video {choice!r} ('video' of Load Reference Video) is neither a bundled clip "
+                         f"({', '.join(clips)}) nor a file in {input_dir()}: upload it with the node's upload button, "
+                         f"pick another, give a full path in 'path', or connect a VIDEO to video_input")
+
+
+def annotated_input_file(choice: str) -> Path | None:
+    """A combo value naming a file the way ComfyUI's upload widget writes it (``clip.mp4``,
+    ``pasted/clip.mp4``, or annotated ``clip.mp4 [output]``): its path if it is a file."""
+    fp = _folder_paths()
+    if fp is not None and hasattr(fp, "get_annotated_filepath"):
+        try:
+            p = Path(fp.get_annotated_filepath(choice))
+        except Exception:  # noqa: BLE001 - an unknown annotation: not a file of ComfyUI's folders
+            p = None
+        if p is not None and p.is_file():
+            return p
+    p = input_dir() / choice
+    return p if p.is_file() else None
+
+
+def video_input_source(video: Any) -> tuple[Any, Any, float | None]:
+    """What to decode of a ComfyUI VIDEO (``comfy_api`` VideoInput): ``(source, None, None)``
+    with the file path or in-memory file it streams from (VideoFromFile and the like), so
+    cav_core's one decoder reads it as it reads a file; else ``(None, images, frame_rate)``
+    from ``get_components()`` (VideoFromComponents: frames made in the graph, e.g. by Create
+    Video). The base class's ``get_stream_source`` is not asked: for frames it would
+    re-encode them lossily (docs/DESIGN.md, section 7)."""
+    from cav_core.errors import InputError
+
+    getter = None
+    for klass in type(video).__mro__:
+        if "get_stream_source" in vars(klass):
+            getter = None if klass.__name__ == "VideoInput" else video.get_stream_source
+            break
+    if getter is not None:
+        source = getter()
+        if isinstance(source, (str, os.PathLike)):
+            return Path(source), None, None
+        if hasattr(source, "read") and hasattr(source, "seek"):
+            return source, None, None
+    if not hasattr(video, "get_components"):
+        raise InputError(f"video_input of Load Reference Video must be a VIDEO (e.g. from Load Video), got "
+                         f"{type(video).__name__}; connect a VIDEO output or disconnect it to use 'video'")
+    parts = video.get_components()
+    return None, parts.images, float(parts.frame_rate)
+
+
+def link_type_problem(node: str, expected: dict[str, str], received: dict[str, str]) -> str | None:
+    """A message for the first linked input whose type ``received`` (``input_types`` of a
+    ``validate_inputs``) does not fit ``expected``, else None. ComfyUI skips its own link
+    check for a node whose validate_inputs takes ``input_types``, so such a node calls this;
+    the rule is ComfyUI's own (``comfy_execution.validation``) when it is there."""
+    try:
+        from comfy_execution.validation import validate_node_input
+    except ImportError:
+        def validate_node_input(got: str, want: str) -> bool:
+            return got == want or "*" in (got, want)
+    for name, got in received.items():
+        want = expected.get(name)
+        if want is not None and not validate_node_input(got, want):
+            return (f"{node}: input {name} takes {want}, but an output of type {got} is connected to it; connect "
+                    f"a {want} output there")
+    return None
 
 
 def file_stamp_of(resolve: Callable[..., Path], *args: Any) -> str:

@@ -53,6 +53,32 @@ class LoadModelScopeT2V(io.ComfyNode):
         return io.NodeOutput(handle)
 
 
+#: What the 'video_input' messages call a connected VIDEO.
+VIDEO_INPUT_NAME = "from video_input (VIDEO)"
+
+
+def _clip_size(fit: str, width: int, height: int, model=None) -> tuple[int, int] | None:
+    """The (H, W) Load Reference Video fits its frames to: the connected model's size (its
+    own where width and height are 0), else width x height, else the video's own (None,
+    which only centre-crop allows: the training nodes crop to the model's size)."""
+    from cav_core.errors import InputError
+
+    if model is not None:
+        from cav_core.sample import latent_size
+
+        return latent_size(model.base, height or None, width or None)[:2]
+    if width > 0 and height > 0:
+        return height, width
+    if width > 0 or height > 0:
+        raise InputError(f"width and height of Load Reference Video go together (got {width} x {height}): set "
+                         f"both, or both to 0 to keep the video's size or take the connected model's")
+    if fit != "crop":
+        raise InputError(f"fit={fit!r} needs a size to fit to: set width and height (e.g. 256 x 256 for "
+                         f"ModelScope, 576 x 320 for ZeroScope) or connect the model input; at 0 x 0 the "
+                         f"frames keep the video's size and the training nodes centre-crop them")
+    return None
+
+
 class LoadReferenceVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -64,13 +90,14 @@ class LoadReferenceVideo(io.ComfyNode):
             category=CATEGORY,
             description="Reads a reference clip as IMAGE frames, resampled to a frame rate from a start time "
                         "(by the frames' timestamps, so variable-frame-rate phone videos work) and fit to a size by "
-                        "centre crop, pad or stretch: one of the clips bundled with the pack (toy world motions) or "
-                        "a video from ComfyUI's input folder or any path.",
+                        "centre crop, pad or stretch: one of the clips bundled with the pack (toy world motions), "
+                        "a video uploaded to ComfyUI's input folder or any path, or a VIDEO (e.g. from Load Video).",
             inputs=[
                 io.Combo.Input("video", options=list(bridge.bundled_clips()) + bridge.input_videos(),
-                               default="circle",
+                               default="circle", upload=io.UploadType.video,
                                tooltip="A bundled toy-world clip (circle, zigzag, bounce: 32x32, 16 frames) or a "
-                                       "video file in ComfyUI's input folder."),
+                                       "video file in ComfyUI's input folder: upload your own with the button "
+                                       "below or by dropping it on the node."),
                 io.Int.Input("num_frames", default=common("video.frames"), min=1, max=1024,
                              tooltip="How many frames to take (ModelScope and the toy model are trained on 16)."),
                 io.Float.Input("fps", default=common("video.fps"), min=0.1, max=240.0, step=0.5,
@@ -96,10 +123,15 @@ class LoadReferenceVideo(io.ComfyNode):
                 T2VModel.Input("model", optional=True,
                                tooltip="Optional: the model the frames are for; with width and height 0 the frames "
                                        "are fit to its native size."),
+                io.Video.Input("video_input", optional=True,
+                               tooltip="Optional VIDEO (Load Video, a video pack's loader): when connected it is read "
+                                       "instead of 'video' and 'path', with the same fps, start, num_frames and "
+                                       "fit."),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="The clip as an IMAGE batch (one image per "
                                                                     "frame)."),
-                     io.Float.Output(display_name="fps", tooltip="The frame rate the frames were sampled at.")],
+                     io.Float.Output(display_name="fps", tooltip="The frame rate the frames were sampled at."),
+                     io.Int.Output(display_name="frame_count", tooltip="How many frames were taken (num_frames).")],
         )
 
     @classmethod
@@ -107,34 +139,64 @@ class LoadReferenceVideo(io.ComfyNode):
         return bridge.file_stamp_of(bridge.resolve_video, video, path)  # re-read when the file changes
 
     @classmethod
+    def validate_inputs(cls, video=None, path="", fit="crop", width=None, height=None,
+                        input_types=None) -> bool | str:
+        """Checked when the prompt is queued, before anything runs. ComfyUI passes the
+        widget values only (a linked input's type is in ``input_types``), and skips its own
+        list check of ``video`` (an uploaded file may sit in a subfolder, e.g. pasted/) and
+        its link type check, so both are done here (``bridge.link_type_problem``)."""
+        from cav_core.errors import CavError
+        from cav_core.video_io import check_fit, open_video
+
+        linked = dict(input_types or {})
+        expected = {i.id: i.get_io_type() for i in cls.define_schema().inputs}
+        problem = bridge.link_type_problem("Load Reference Video", expected, linked)
+        if problem:
+            return problem
+        try:
+            if fit is not None:
+                fit = check_fit(fit)
+                if width is not None and height is not None and "model" not in linked:
+                    _clip_size(fit, width, height)
+            if "video_input" not in linked and video is not None:
+                file = bridge.resolve_video(video, path or "")  # its message names the widgets
+        except CavError as e:
+            return str(e)
+        if "video_input" in linked or video is None:
+            return True
+        widget = "path" if (path or "").strip() else "video"
+        try:
+            with open_video(file):
+                pass  # a readable video file with a video stream: its frames are read when the node runs
+        except CavError as e:
+            return f"Load Reference Video, '{widget}': {e}"
+        return True
+
+    @classmethod
     def execute(cls, video, num_frames, fps, start, width, height, path="", fit="crop", hold_last_frame=False,
-                model=None) -> io.NodeOutput:
+                model=None, video_input=None) -> io.NodeOutput:
         import warnings
 
-        from cav_core.data import load_video_clip
-        from cav_core.errors import InputError
-        from cav_core.video_io import check_fit
+        from cav_core.data import clip_from_frames, load_video_clip
+        from cav_core.video_io import check_fit, is_stream
 
         fit = check_fit(fit)
-        if model is not None:
-            from cav_core.sample import latent_size
-
-            size = latent_size(model.base, height or None, width or None)[:2]
-        elif width > 0 and height > 0:
-            size = (height, width)
-        elif fit != "crop":
-            raise InputError(f"fit={fit!r} needs a size to fit to: set width and height (e.g. 256 x 256 for "
-                             f"ModelScope, 576 x 320 for ZeroScope) or connect the model input; at 0 x 0 the "
-                             f"frames keep the video's size and the training nodes centre-crop them")
+        size = _clip_size(fit, width, height, model)
+        if video_input is not None:  # a connected VIDEO wins over the file widgets
+            source, images, rate = bridge.video_input_source(video_input)
+            name = VIDEO_INPUT_NAME if source is None or is_stream(source) else None
         else:
-            size = None
+            source, images, rate, name = bridge.resolve_video(video, path), None, None, None
+        clip = dict(num_frames=num_frames, fps=fps, start=start, size=size, fit=fit, hold_last=bool(hold_last_frame))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            frames = load_video_clip(bridge.resolve_video(video, path), num_frames=num_frames, fps=fps, start=start,
-                                     size=size, fit=fit, hold_last=bool(hold_last_frame))
+            if source is not None:
+                frames = load_video_clip(source, name=name, **clip)
+            else:
+                frames = clip_from_frames(images, rate, name=name, **clip)
         for w in caught:  # the held last frame
             bridge.log.warning("Customize-A-Video: %s", w.message)
-        return io.NodeOutput(frames, float(fps))
+        return io.NodeOutput(frames, float(fps), int(frames.shape[0]))
 
 
 def load_adapter_file(path: Path, role: str = "spatial", unet=None):

@@ -1471,6 +1471,75 @@ def test_bad_input_temp_file_of_a_killed_run(model_dir, tmp_path, out):
 
 # --------------------------------------------------------------------------- the catalogue itself
 
+def _reference_video_node():
+    from comfy_helpers import load_pack
+
+    return next(c for c in load_pack().NODES if c.define_schema().node_id == "LoadReferenceVideo")
+
+
+def test_bad_input_reference_video_checked_when_queued(tmp_path, out):
+    check = _reference_video_node().validate_inputs
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    base = dict(video="circle", path="", fit="crop", width=0, height=0, input_types={})
+    cases = [
+        (dict(video="missing.mp4"), r"reference video 'missing\.mp4' \('video' of Load Reference Video\) is neither "
+                                    r"a bundled clip \(bounce, circle, zigzag\) nor a file in .*: upload it with the "
+                                    r"node's upload button, pick another, give a full path in 'path', or connect a "
+                                    r"VIDEO to video_input"),
+        (dict(path=str(tmp_path / "notes.txt")), r"^Load Reference Video, 'path': cannot read video .*notes\.txt: "
+                                                 r".*(text file, not a video|is it a video file)"),
+        (dict(fit="pad"), r"fit='pad' needs a size to fit to: set width and height .* or connect the model input"),
+        (dict(width=16), r"width and height of Load Reference Video go together \(got 16 x 0\)"),
+        (dict(fit="zoom"), r"fit must be one of crop, pad, stretch .*'fit' widget of Load Reference Video"),
+        (dict(input_types={"video_input": "IMAGE"}), r"^Load Reference Video: input video_input takes VIDEO, but an "
+                                                     r"output of type IMAGE is connected to it; connect a VIDEO"),
+    ]
+    before = snapshot(tmp_path)
+    for inputs, match in cases:
+        got = check(**{**base, **inputs})
+        assert isinstance(got, str) and re.search(match, got), (inputs, got)
+    # all fine: a bundled clip; a connected VIDEO (the file widgets unused) and model (its size)
+    assert check(**base) is True
+    assert check(**{**base, "video": "missing.mp4", "fit": "pad",
+                    "input_types": {"video_input": "VIDEO", "model": "CAV_T2V_MODEL"}}) is True
+    assert_same(before, snapshot(tmp_path))
+
+
+def test_bad_input_unreadable_video_input(tmp_path, out):
+    import io
+
+    from cav_core.toyworld import ASSETS_DIR
+
+    class VideoFromFile:
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def get_stream_source(self):
+            return io.BytesIO(self.data)
+
+    class VideoFromComponents:
+        def get_components(self):
+            frames, rate = read_video(ASSETS_DIR / "zigzag.mp4")
+            return types.SimpleNamespace(images=torch.from_numpy(frames), frame_rate=Fraction(int(rate)))
+
+    clip = dict(video="circle", num_frames=4, fps=8.0, start=0.0, width=0, height=0)
+    whole = (ASSETS_DIR / "zigzag.mp4").read_bytes()
+    for source, err, match in [
+        (VideoFromFile(b""), VideoReadError, r"^cannot read video from video_input \(VIDEO\): the file is empty"),
+        (VideoFromFile(whole[:600]), VideoReadError, r"^cannot read video from video_input \(VIDEO\): the file is "
+                                                     r"incomplete \(its 'mdat' box needs"),
+        (VideoFromFile(b"hello " * 100), VideoReadError, r"^cannot read video from video_input \(VIDEO\): it is a "
+                                                         r"text file, not a video|InvalidDataError"),
+        (VideoFromComponents(), InputError, r"^video from video_input \(VIDEO\) is too short: it lasts 2\.00 s "
+                                            r"\(16 frames, 8 fps\).*hold_last_frame"),
+        ("clip.mp4", InputError, r"video_input of Load Reference Video must be a VIDEO \(e\.g\. from Load Video\), "
+                                 r"got str"),
+    ]:
+        kw = {**clip, "num_frames": 40} if isinstance(source, VideoFromComponents) else clip
+        with refused(err, match, tmp_path):
+            node_run("LoadReferenceVideo", **kw, video_input=source)
+
+
 def test_bad_input_catalogue_lists_every_test():
     """docs/BAD_INPUTS.md names tests that exist, and every bad-input test is in it."""
     text = CATALOGUE.read_text()

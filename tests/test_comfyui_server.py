@@ -32,8 +32,9 @@ EXPECTED = {
                           ["CAV_T2V_MODEL"]),
     "LoadReferenceVideo": ({"video": "COMBO", "num_frames": "INT", "fps": "FLOAT", "start": "FLOAT",
                             "width": "INT", "height": "INT"},
-                           {"path": "STRING", "fit": "COMBO", "hold_last_frame": "BOOLEAN", "model": "CAV_T2V_MODEL"},
-                           ["IMAGE", "FLOAT"]),
+                           {"path": "STRING", "fit": "COMBO", "hold_last_frame": "BOOLEAN", "model": "CAV_T2V_MODEL",
+                            "video_input": "VIDEO"},
+                           ["IMAGE", "FLOAT", "INT"]),
     "TrainAppearanceAbsorber": ({"model": "CAV_T2V_MODEL", "frames": "IMAGE", "caption": "STRING", "kind": "COMBO",
                                  "steps": "INT", "lora_lr": "FLOAT", "ti_lr": "FLOAT", "rank": "INT",
                                  "num_tokens": "INT", "crop_min": "FLOAT", "crop_max": "FLOAT", "seed": "INT"},
@@ -146,6 +147,7 @@ def test_object_info_lists_every_node_with_its_types(object_info):
     assert "toy (embedded)" in object_info["LoadModelScopeT2V"]["input"]["required"]["model"][1]["options"]
     assert {"circle", "zigzag", "bounce"} <= set(object_info["LoadReferenceVideo"]["input"]["required"]["video"][1]
                                                  ["options"])
+    assert object_info["LoadReferenceVideo"]["input"]["required"]["video"][1].get("video_upload") is True
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json")))
@@ -251,3 +253,148 @@ def test_cancel_stops_training_leaves_no_file_and_server_healthy(server, toy_run
     entry = server.wait(server.queue(prompt), timeout=300)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     assert len(lora_files(server)) == len(before) + 1
+
+
+# --------------------------------------------------------------------------- the artist's own clip (issue 31)
+
+UPLOADED_CLIP = "my_zigzag.mp4"
+QUICK_STEPS = 3  # per training / sampling node: the run shows the route works, not the result
+
+
+def upload_input_file(server, path: Path, name: str, subfolder: str = "") -> dict:
+    """POST ``path`` to ``/upload/image`` as the frontend's upload widget does for core Load
+    Video (multipart fields ``image``, ``type`` and, for pasted files, ``subfolder``:
+    ComfyUI's server.py image_upload); returns the server's answer (name, subfolder, type)."""
+    import urllib.request
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    fields = [("type", "input"), ("subfolder", subfolder)]
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+                    for k, v in fields)
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+             f"Content-Type: video/mp4\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(server.url + "/upload/image", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+@pytest.fixture(scope="module")
+def uploaded_clip(server, tmp_path_factory) -> tuple[str, Path]:
+    """A toy-world clip rendered here (not a bundled file), uploaded like an artist's own:
+    (the name Load Reference Video's 'video' takes, the file the server stored)."""
+    from cav_core.toyworld.clips import reference_clip
+    from cav_core.video_io import write_video
+
+    src = write_video(tmp_path_factory.mktemp("clip") / "render.mp4", reference_clip("zigzag").frames, fps=8.0)
+    answer = upload_input_file(server, src, UPLOADED_CLIP)
+    assert answer == {"name": UPLOADED_CLIP, "subfolder": "", "type": "input"}, answer
+    stored = server.base / "input" / UPLOADED_CLIP
+    assert stored.read_bytes() == src.read_bytes()
+    return UPLOADED_CLIP, stored
+
+
+def run_workflow_on_clip(server, object_info, clip: str, steps: int = QUICK_STEPS,
+                         prefix: str = "cav/uploaded") -> tuple[dict, dict, Path, float]:
+    """Workflow 01 (converted as shipped) with Load Reference Video set to ``clip``, ``steps``
+    steps on every training and sampling node, and its own file names under ``prefix``:
+    (the /history entry, the API prompt, the server's output folder, seconds). Tests on what
+    the run wrote (the T-LoRA, the video, snapshots) read them from the entry and the folder."""
+    prompt = toy_prompt(object_info)
+    for node in prompt.values():
+        if node["class_type"] in ("TrainAppearanceAbsorber", "TrainTemporalLoRA", "ModelScopeT2VSampler"):
+            node["inputs"]["steps"] = steps
+    (vid,) = node_ids(prompt, "LoadReferenceVideo")
+    prompt[vid]["inputs"]["video"] = clip
+    (save_id,) = node_ids(prompt, "SaveCAVAdapter")
+    prompt[save_id]["inputs"]["filename_prefix"] = f"{prefix}_tlora"
+    (video_id,) = node_ids(prompt, "SaveVideo")
+    prompt[video_id]["inputs"]["filename_prefix"] = prefix
+    t0 = time.time()
+    entry = server.wait(server.queue(prompt), timeout=600)
+    return entry, prompt, server.output_dir, time.time() - t0
+
+
+@pytest.fixture(scope="module")
+def uploaded_run(server, object_info, uploaded_clip):
+    return run_workflow_on_clip(server, object_info, uploaded_clip[0])
+
+
+def test_uploaded_clip_is_listed_and_runs_workflow_01(server, uploaded_run, uploaded_clip):
+    entry, prompt, out_dir, seconds = uploaded_run
+    print(f"workflow 01 on an uploaded clip ({QUICK_STEPS} steps per node): {seconds:.1f}s")
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:4000]
+    # the upload shows up in the dropdown once the node list is refreshed (R in the frontend)
+    options = server.get("/object_info/LoadReferenceVideo")["LoadReferenceVideo"]["input"]["required"]["video"][1]
+    assert uploaded_clip[0] in options["options"]
+    # the reference node ran on it (not cached from the bundled-clip run), the save nodes wrote
+    (vid,) = node_ids(prompt, "LoadReferenceVideo")
+    cached = {n for m in status_messages(entry, "execution_cached") for n in m["nodes"]}
+    assert vid not in cached
+    (save_id,) = node_ids(prompt, "SaveCAVAdapter")
+    (saved,) = entry["outputs"][save_id]["text"]
+    assert saved == "output/loras/cav/uploaded_tlora_00001.safetensors"
+    from cav_core.adapter_files import load_adapter
+
+    assert load_adapter(out_dir / "loras" / "cav" / "uploaded_tlora_00001.safetensors").kind == "temporal_lora"
+    (video_id,) = node_ids(prompt, "SaveVideo")
+    out = entry["outputs"][video_id]
+    (item,) = [i for i in out.get("images", []) + out.get("videos", []) if i.get("filename")]
+    assert item["filename"].startswith("uploaded") and (out_dir / item["subfolder"] / item["filename"]).is_file()
+
+
+def _saved_frames(out_dir: Path, entry: dict, node_id: str):
+    import numpy as np
+    from PIL import Image
+
+    files = entry["outputs"][node_id]["images"]
+    return np.stack([np.asarray(Image.open(out_dir / f["subfolder"] / f["filename"]).convert("RGB")) for f in files])
+
+
+def test_load_video_feeds_load_reference_video(server, uploaded_clip):
+    """Core Load Video's VIDEO into video_input (decoded from the file it streams), and the
+    same clip as frames made in the graph (Get Video Components -> Create Video: a VIDEO with
+    no file behind it), against the file route: the same frames, the same count. 'video'
+    names no file on the VIDEO routes: a connected VIDEO makes it irrelevant."""
+    clip = dict(num_frames=5, fps=4.0, start=0.5, width=16, height=24, path="", fit="pad", hold_last_frame=False)
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": uploaded_clip[0]}},
+        "2": {"class_type": "LoadReferenceVideo", "inputs": {**clip, "video": "missing.mp4", "video_input": ["1", 0]}},
+        "3": {"class_type": "LoadReferenceVideo", "inputs": {**clip, "video": uploaded_clip[0]}},
+        "4": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "5": {"class_type": "CreateVideo", "inputs": {"images": ["4", 0], "fps": ["4", 2]}},
+        "6": {"class_type": "LoadReferenceVideo", "inputs": {**clip, "video": "missing.mp4", "video_input": ["5", 0]}},
+    }
+    for src, name in (("2", "from_video"), ("3", "from_file"), ("6", "from_components")):
+        prompt[f"{src}0"] = {"class_type": "SaveImage", "inputs": {"images": [src, 0], "filename_prefix": f"cav/{name}"}}
+        prompt[f"{src}1"] = {"class_type": "PreviewAny", "inputs": {"source": [src, 2]}}
+    t0 = time.time()
+    entry = server.wait(server.queue(prompt), timeout=300)
+    print(f"Load Video -> Load Reference Video, three routes: {time.time() - t0:.1f}s")
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:4000]
+    by_file = _saved_frames(server.output_dir, entry, "30")
+    assert by_file.shape == (5, 24, 16, 3)
+    assert (_saved_frames(server.output_dir, entry, "20") == by_file).all()
+    assert abs(_saved_frames(server.output_dir, entry, "60").astype(int) - by_file).max() <= 1
+    for src in ("2", "3", "6"):
+        assert entry["outputs"][f"{src}1"]["text"] == ["5"], entry["outputs"][f"{src}1"]
+
+
+def test_load_reference_video_refused_at_queue_time_with_clear_messages(server, uploaded_clip):
+    clip = dict(num_frames=4, fps=8.0, start=0.0, width=0, height=0)
+    cases = {
+        "missing.mp4": (dict(video="missing.mp4"), r"reference video 'missing\.mp4' \('video' of Load Reference "
+                                                    r"Video\) is neither a bundled clip .* upload it"),
+        "pad at 0x0": (dict(video=uploaded_clip[0], fit="pad"), r"fit='pad' needs a size to fit to: set width and "
+                                                                 r"height"),
+        "IMAGE into video_input": (dict(video=uploaded_clip[0], video_input=["9", 0]),
+                                   r"input video_input takes VIDEO, but an output of type IMAGE is connected"),
+    }
+    for case, (inputs, match) in cases.items():
+        prompt = {"1": {"class_type": "LoadReferenceVideo", "inputs": {**clip, **inputs}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}},
+                  "9": {"class_type": "LoadReferenceVideo", "inputs": {**clip, "video": "circle"}}}
+        with pytest.raises(Exception) as info:
+            server.queue(prompt)
+        assert re.search(match, str(info.value)), (case, str(info.value)[:2000])

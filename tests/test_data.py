@@ -91,6 +91,48 @@ def test_too_short_says_what_was_found_and_needed(videos):
     assert load_video_clip(videos["mp4_16fps"], num_frames=2, fps=1, start=0.9).shape[0] == 2
 
 
+@pytest.mark.parametrize("kind", ["mp4_16fps", "gif_16fps"])
+def test_in_memory_file_reads_like_the_path(videos, kind):
+    import io
+
+    path = videos[kind]
+    stream = io.BytesIO(path.read_bytes())
+    for kw in (dict(num_frames=5, fps=8, start=0.3), dict(num_frames=4, fps=16, start=1.2, size=(24, 16), fit="pad")):
+        assert torch.equal(load_video_clip(stream, **kw), load_video_clip(path, **kw))
+    with pytest.raises(InputError, match=r"^video the upload is too short: it lasts 2\.00 s"):
+        load_video_clip(stream, num_frames=40, fps=16, name="the upload")
+
+
+@pytest.mark.parametrize("kw", [dict(num_frames=16, fps=8), dict(num_frames=8, fps=16, start=1.0),
+                                dict(num_frames=4, fps=16, start=0.33), dict(num_frames=8, fps=32),
+                                dict(num_frames=6, fps=5, start=0.1, size=(16, 24), fit="stretch")])
+def test_frames_in_memory_are_picked_like_a_file(videos, src32, kw):
+    """clip_from_frames (a VIDEO made of frames) takes the frames load_video_clip takes from the
+    same clip as a file: same times, same nearest-frame rule, same fit."""
+    from cav_core.video_io import read_video
+
+    # the mp4's timestamps are exact multiples of 1/16 s (a GIF's are rounded to 1/100 s), and
+    # both routes decode with the same frame_to_rgb: the picks can be compared exactly
+    decoded, rate = read_video(videos["mp4_16fps"])
+    got = data.clip_from_frames(torch.from_numpy(decoded), Fraction(16), **kw)
+    by_file = load_video_clip(videos["mp4_16fps"], **kw)
+    assert torch.allclose(got, by_file, atol=1e-6)
+    if "size" not in kw:
+        assert _source_index(got, src32) == _source_index(by_file, src32)
+
+
+def test_frames_in_memory_too_short_and_held(src32):
+    frames = torch.from_numpy(src32)  # 32 frames at 16 fps: 2 s
+    with pytest.raises(InputError, match=r"^video in memory is too short: it lasts 2\.00 s \(32 frames, 16 fps\)"):
+        data.clip_from_frames(frames, 16, num_frames=20, fps=8)
+    with pytest.warns(UserWarning, match="held for the last 4 of 20"):
+        held = data.clip_from_frames(frames, 16, num_frames=20, fps=8, hold_last=True)
+    assert torch.equal(held[-1], held[-4])
+    for bad in (0, float("nan"), "fast"):
+        with pytest.raises(InputError, match="frame rate of in memory"):
+            data.clip_from_frames(frames, bad)
+
+
 def test_seek_for_late_start(tmp_path, monkeypatch):
     src = _moving_square(64)
     p = tmp_path / "long.mp4"

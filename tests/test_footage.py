@@ -319,11 +319,11 @@ def _node(**inputs):
 
 def test_node_fit_widget_and_model_size(clips, tiny):
     path = str(clips["portrait"][0])
-    frames, fps = _node(path=path, fit="pad", model=tiny)  # 0 x 0 with a model: the model's 32x32
-    assert frames.shape == (2, 32, 32, 3) and fps == 8.0 and close(frames[0, 16, 1], BLACK)
-    stretched, _ = _node(path=path, fit="stretch", width=24, height=40)
+    frames, fps, count = _node(path=path, fit="pad", model=tiny)  # 0 x 0 with a model: the model's 32x32
+    assert frames.shape == (2, 32, 32, 3) and fps == 8.0 and count == 2 and close(frames[0, 16, 1], BLACK)
+    stretched, _, _ = _node(path=path, fit="stretch", width=24, height=40)
     assert stretched.shape == (2, 40, 24, 3) and close(stretched[0, 0, 0], GREEN)
-    kept, _ = _node(path=path)  # the defaults: crop, and 0 x 0 without a model keeps the video's size
+    kept, _, _ = _node(path=path)  # the defaults: crop, and 0 x 0 without a model keeps the video's size
     assert kept.shape == (2, 1280, 720, 3)
     with pytest.raises(InputError, match=r"fit='pad' needs a size to fit to: set width and height"):
         _node(path=path, fit="pad")
@@ -335,6 +335,6 @@ def test_node_hold_last_frame(clips, caplog):
     path = str(clips["720p25"][0])
     with pytest.raises(InputError, match=r"lasts 1\.20 s.*hold_last_frame"):
         _node(path=path, num_frames=14, width=32, height=32)
-    frames, _ = _node(path=path, num_frames=14, width=32, height=32, hold_last_frame=True)
-    assert frames.shape[0] == 14 and torch.equal(frames[-1], frames[-4])
+    frames, _, count = _node(path=path, num_frames=14, width=32, height=32, hold_last_frame=True)
+    assert frames.shape[0] == 14 == count and torch.equal(frames[-1], frames[-4])
     assert "its last frame is held for the last 4 of 14 frames" in caplog.text

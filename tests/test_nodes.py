@@ -74,8 +74,8 @@ def model(model_choice):
 
 @pytest.fixture(scope="module")
 def frames(comfy_root):
-    frames, fps = run("LoadReferenceVideo", video="circle", num_frames=8, fps=8.0, start=0.0, width=0, height=0)
-    assert fps == 8.0
+    frames, fps, count = run("LoadReferenceVideo", video="circle", num_frames=8, fps=8.0, start=0.0, width=0, height=0)
+    assert fps == 8.0 and count == 8
     return frames
 
 
@@ -273,10 +273,11 @@ def test_load_reference_video_bundled_path_and_size(comfy_root, frames):
     clip = bridge.bundled_clips()["zigzag"]
     (comfy_root / "input" / "mine.mp4").write_bytes(clip.read_bytes())
     assert "mine.mp4" in N["LoadReferenceVideo"].define_schema().inputs[0].options
-    by_name, fps = run("LoadReferenceVideo", video="mine.mp4", num_frames=4, fps=4.0, start=0.5, width=16, height=24)
-    assert by_name.shape == (4, 24, 16, 3) and fps == 4.0
-    by_path, _ = run("LoadReferenceVideo", video="circle", num_frames=4, fps=4.0, start=0.5, width=16, height=24,
-                     path=str(clip))
+    by_name, fps, count = run("LoadReferenceVideo", video="mine.mp4", num_frames=4, fps=4.0, start=0.5, width=16,
+                              height=24)
+    assert by_name.shape == (4, 24, 16, 3) and fps == 4.0 and count == 4
+    by_path, _, _ = run("LoadReferenceVideo", video="circle", num_frames=4, fps=4.0, start=0.5, width=16, height=24,
+                        path=str(clip))
     assert torch.equal(by_name, by_path)
     # re-read only when the file changes
     fp = N["LoadReferenceVideo"].fingerprint_inputs
@@ -288,6 +289,107 @@ def test_load_reference_video_bundled_path_and_size(comfy_root, frames):
 
     with pytest.raises(CavError):
         run("LoadReferenceVideo", video="nope.mp4", num_frames=4, fps=8.0, start=0.0, width=0, height=0)
+
+
+class VideoInput:
+    """Stands for comfy_api's abstract VideoInput (same class name): its get_stream_source
+    would re-encode the frames (comfy_api/latest/_input/video_types.py), so the node must not
+    ask it; a subclass that has its own (VideoFromFile) streams the file."""
+
+    def get_stream_source(self):
+        raise AssertionError("the base class's re-encoding get_stream_source was asked")
+
+    def get_components(self):
+        raise NotImplementedError
+
+
+class FakeVideoFromFile(VideoInput):
+    def __init__(self, source):
+        self.source, self.components_asked = source, False
+
+    def get_stream_source(self):
+        if hasattr(self.source, "seek"):
+            self.source.seek(0)
+        return self.source
+
+    def get_components(self):
+        self.components_asked = True
+        raise AssertionError("a VIDEO with a file must be decoded from it, not from its components")
+
+
+class FakeVideoFromComponents(VideoInput):
+    def __init__(self, images, frame_rate):
+        self.images, self.frame_rate = images, frame_rate
+
+    def get_components(self):
+        return types.SimpleNamespace(images=self.images, frame_rate=self.frame_rate, audio=None, metadata=None)
+
+
+CLIP_ARGS = dict(video="nope.mp4", num_frames=5, fps=4.0, start=0.5, width=16, height=24, fit="pad")
+
+
+def test_load_reference_video_video_input_from_a_file_or_stream(comfy_root):
+    import io
+
+    clip = bridge.bundled_clips()["zigzag"]
+    by_path, fps, count = run("LoadReferenceVideo", **{**CLIP_ARGS, "video": "circle"}, path=str(clip))
+    assert by_path.shape == (5, 24, 16, 3) and fps == 4.0 and count == 5
+    for source in (str(clip), clip, io.BytesIO(clip.read_bytes())):
+        fake = FakeVideoFromFile(source)
+        frames, fps, count = run("LoadReferenceVideo", **CLIP_ARGS, video_input=fake)  # 'video' names no file
+        assert torch.equal(frames, by_path) and fps == 4.0 and count == 5 and not fake.components_asked
+    # the VIDEO wins over 'path' too, and its input (the node's upstream) is left as it was
+    stream = io.BytesIO(clip.read_bytes())
+    before = stream.getvalue()
+    frames, _, _ = run("LoadReferenceVideo", **CLIP_ARGS, path=str(bridge.bundled_clips()["circle"]),
+                       video_input=FakeVideoFromFile(stream))
+    assert torch.equal(frames, by_path) and stream.getvalue() == before
+
+
+def test_load_reference_video_video_input_from_components(comfy_root):
+    from fractions import Fraction
+
+    from cav_core.errors import InputError
+    from cav_core.video_io import read_video
+
+    clip = bridge.bundled_clips()["zigzag"]
+    by_path, _, _ = run("LoadReferenceVideo", **{**CLIP_ARGS, "video": "circle"}, path=str(clip))
+    decoded, rate = read_video(clip)  # 16 frames at 8 fps, as Load Video's get_components gives them
+    fake = FakeVideoFromComponents(torch.from_numpy(decoded), Fraction(rate).limit_denominator(1001))
+    frames, fps, count = run("LoadReferenceVideo", **CLIP_ARGS, video_input=fake)
+    # the same source frames picked (by time), fit the same way
+    assert frames.shape == by_path.shape and count == 5 and fps == 4.0
+    assert torch.allclose(frames, by_path, atol=1e-6)
+    # frames k/8 s apart read at 8 fps from 0 s: each frame once, in order
+    same, _, _ = run("LoadReferenceVideo", **{**CLIP_ARGS, "num_frames": 16, "fps": 8.0, "start": 0.0,
+                                              "width": 32, "height": 32}, video_input=fake)
+    assert torch.allclose(same, torch.from_numpy(decoded), atol=1e-6)
+    # too short: the message names the input and the widgets that fix it; hold_last_frame holds
+    with pytest.raises(InputError, match=r"video from video_input \(VIDEO\) is too short: it lasts 2\.00 s.*"
+                                         r"hold_last_frame"):
+        run("LoadReferenceVideo", **{**CLIP_ARGS, "num_frames": 20}, video_input=fake)
+    held, _, count = run("LoadReferenceVideo", **{**CLIP_ARGS, "num_frames": 20}, hold_last_frame=True,
+                         video_input=fake)
+    assert count == 20 and torch.equal(held[-1], held[-3])
+
+
+def test_load_reference_video_upload_widget_and_validation(comfy_root):
+    from comfy_helpers import UPLOAD_WIDGET, frontend_widgets
+
+    cls = N["LoadReferenceVideo"]
+    info = node_info_from_schema(cls)
+    assert info["input"]["required"]["video"][1]["video_upload"] is True  # what core Load Video declares
+    assert frontend_widgets(info)[-1] == (UPLOAD_WIDGET, UPLOAD_WIDGET)
+    assert info["output"] == ["IMAGE", "FLOAT", "INT"] and info["input"]["optional"]["video_input"][0] == "VIDEO"
+    clip = bridge.bundled_clips()["bounce"]
+    (comfy_root / "input" / "pasted").mkdir(exist_ok=True)
+    (comfy_root / "input" / "pasted" / "up.mp4").write_bytes(clip.read_bytes())  # where a pasted upload lands
+    assert cls.validate_inputs(video="pasted/up.mp4", path="", fit="crop", width=0, height=0, input_types={}) is True
+    frames, _, _ = run("LoadReferenceVideo", **{**CLIP_ARGS, "video": "pasted/up.mp4"})
+    assert frames.shape == (5, 24, 16, 3)
+    # a linked VIDEO makes the file widgets irrelevant; a linked model gives the size
+    assert cls.validate_inputs(video="nope.mp4", fit="pad", width=0, height=0,
+                               input_types={"video_input": "VIDEO", "model": "CAV_T2V_MODEL"}) is True
 
 
 # --------------------------------------------------------------------------- training

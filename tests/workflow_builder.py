@@ -286,7 +286,7 @@ def modelscope_train_and_generate(infos) -> Workflow:
         "- Load ModelScope T2V: put the diffusers folder of damo-vilab/text-to-video-ms-1.7b (or zeroscope_v2_576w) "
         "under ComfyUI/models/diffusers/ (the folder that holds model_index.json) and pick it in 'model', or "
         "paste its full path into 'path'. A GPU is strongly advised (dtype auto = fp16).\n"
-        "- Load Reference Video: upload your clip to ComfyUI/input and pick it (or give a path). 16 frames at "
+        "- Load Reference Video: upload your clip with its upload button (or connect Load Video). 16 frames at "
         "8 fps, resized to 256x256 for text-to-video-ms-1.7b.\n"
         "- Captions: appearance caption = what is in the clip WITHOUT the motion ('a man in a red jacket in a "
         "park'); full caption = with the motion ('a man in a red jacket doing a backflip in a park').\n"
