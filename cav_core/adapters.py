@@ -2,7 +2,7 @@
 
 Adapters live outside the model as plain tensors (:class:`LoraWeights`) and are put onto
 the shared UNet only for the duration of a sample / train / invert call
-(:func:`attached_loras`), then removed, so the base weights and every cached model
+(:func:`switchable_loras`), then removed, so the base weights and every cached model
 handle stay valid (docs/DESIGN.md §2). peft owns the LoRA layers and their scaling; this module
 owns naming, validation, clean removal and the merged mode used for sampling (strength·ΔW
 folded into the weights for one call).
@@ -280,14 +280,6 @@ def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]]
         yield switch
     finally:
         switch.detach()
-
-
-@contextlib.contextmanager
-def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
-                   merge: bool = False) -> Iterator[nn.Module]:
-    """:func:`switchable_loras` with every LoRA on for the whole block; yields the UNet."""
-    with switchable_loras(unet, loras, merge=merge) as switch:
-        yield switch.unet
 
 
 def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,

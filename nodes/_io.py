@@ -22,7 +22,7 @@ except ImportError:
 
 CATEGORY = "Customize-A-Video"
 
-#: The model handle (cav_core.model.ModelHandle): immutable; Apply*/Bypass nodes return new ones.
+#: The model handle (cav_core.handle.ModelHandle): immutable; Apply*/Bypass nodes return new ones.
 T2VModel = io.Custom("CAV_T2V_MODEL")
 #: A T-LoRA, S-LoRA or absorber (cav_core.adapter_files.AdapterFile).
 Adapter = io.Custom("CAV_ADAPTER")

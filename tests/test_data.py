@@ -9,14 +9,7 @@ import pytest
 import torch
 
 from cav_core import data
-from cav_core.data import (
-    fit_frames,
-    frames_from_images,
-    frames_to_model,
-    load_video_clip,
-    model_to_frames,
-    random_patch_crops,
-)
+from cav_core.data import fit_frames, load_video_clip, random_patch_crops
 from cav_core.errors import CavError, InputError, VideoReadError
 from cav_core.toyworld.clips import render_clip, straight_clip
 from cav_core.video_io import write_video
@@ -183,27 +176,6 @@ def test_bad_arguments(videos, kwargs):
         load_video_clip(videos["mp4_8fps"], **kwargs)
 
 
-def test_frames_from_images():
-    t = torch.rand(3, 8, 10, 3)
-    assert torch.equal(frames_from_images(t), t)
-    rgba = torch.rand(2, 4, 4, 4)
-    assert torch.equal(frames_from_images(rgba), rgba[..., :3])
-    gray = np.full((2, 4, 4, 1), 255, dtype=np.uint8)
-    out = frames_from_images(gray)
-    assert out.shape == (2, 4, 4, 3) and out.dtype == torch.float32 and out.min() == 1.0
-    assert frames_from_images(torch.full((1, 2, 2, 3), 1.5)).max() == 1.0
-    with pytest.raises(InputError, match=r"\(1, H, W, C\)"):
-        frames_from_images(torch.rand(8, 8, 3))
-    with pytest.raises(InputError, match="channels"):
-        frames_from_images(torch.rand(2, 3, 8, 8))
-    with pytest.raises(InputError, match="dtype"):
-        frames_from_images(np.zeros((1, 2, 2, 3), dtype=np.int32))
-    with pytest.raises(InputError):
-        frames_from_images([[1, 2]])
-    with pytest.raises(InputError, match="empty"):
-        frames_from_images(torch.rand(0, 4, 4, 3))
-
-
 def test_fit_frames_keeps_aspect_and_centers():
     f = torch.zeros(2, 20, 40, 3)
     f[:, :, 15:25] = 1.0  # a bright band at the horizontal center
@@ -235,18 +207,3 @@ def test_random_patch_crops():
             random_patch_crops(frames, 2, bad)
     with pytest.raises(InputError):
         random_patch_crops(frames, 0)
-
-
-def test_model_layout_roundtrip():
-    f = torch.rand(5, 8, 12, 3)
-    x = frames_to_model(f)
-    assert x.shape == (1, 3, 5, 8, 12) and x.min() >= -1 and x.max() <= 1
-    assert torch.allclose(model_to_frames(x)[0], f, atol=1e-6)
-    batch = torch.rand(2, 5, 8, 12, 3)
-    assert frames_to_model(batch).shape == (2, 3, 5, 8, 12)
-    assert torch.allclose(model_to_frames(frames_to_model(batch)), batch, atol=1e-6)
-    assert model_to_frames(torch.full((1, 3, 1, 2, 2), 3.0)).max() == 1.0
-    with pytest.raises(InputError):
-        frames_to_model(torch.rand(8, 8, 3))
-    with pytest.raises(InputError):
-        model_to_frames(torch.rand(3, 5, 8, 8))
