@@ -192,7 +192,7 @@ def save_numbered(folder: Path, prefix: str, adapter) -> Path:
     try:
         path = safe_output_path(folder, prefix.strip() or "cav/adapter", ".safetensors", unique=False)
     except InputError as e:
-        raise InputError(f"filename_prefix: {e}") from None
+        raise InputError(f"filename_prefix {prefix!r} must be a name inside the folder {folder}: {e}") from None
     if path.suffix.lower() != ".safetensors":  # a prefix like 'run.mp4' keeps its dot: run.mp4_00001.safetensors
         path = path.with_name(f"{path.name}.safetensors")
     return save_adapter(path, adapter, numbered=True)
