@@ -228,8 +228,9 @@ def apply_lora_args(handle, temporal: list[str], spatial: list[str], temporal_mi
             path, strength = _lora_arg(item)
             adapter = load_any_lora(path, unet=handle.base.unet, role=role)
             gate = (temporal_min_timestep, temporal_cond_only_from) if role == "temporal" else (None, None)
+            fix = f"pass it with --{adapter.lora.role}-lora" if adapter.lora is not None else "it holds no LoRA weights"
             handle = with_adapter(handle, adapter, strength, role, name=path.stem, min_timestep=gate[0],
-                                  cond_only_from=gate[1], what=str(path), fix=f"pass a {role} LoRA with --{role}-lora")
+                                  cond_only_from=gate[1], what=str(path), fix=fix)
     return handle
 
 
