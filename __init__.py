@@ -16,9 +16,11 @@ except ImportError:  # a plain git clone into custom_nodes: use the bundled copy
     # shadow ComfyUI's own top-level `nodes` module.
     sys.path.append(_here)
 
-if __package__:  # imported as a package, as ComfyUI does. pytest imports this file alone when
-    # the checkout's folder name is no Python identifier (a clone's default name,
-    # comfyui-customize-a-video): there is nothing to register then.
+# The nodes register only when ComfyUI imports the pack (as a package, with ComfyUI loaded):
+# pytest imports this file alone when the checkout's folder name is no Python identifier (a
+# clone's default name, comfyui-customize-a-video), and the pack imported without ComfyUI is
+# just the cav_core library. An old ComfyUI without comfy_api gets nodes/_io.py's message.
+if __package__ and any(m in sys.modules for m in ("comfy_api", "comfy", "folder_paths")):
     from .nodes import NODES, comfy_entrypoint  # noqa: E402
 
 WEB_DIRECTORY = None

@@ -23,7 +23,7 @@ def vae_ceiling(handle, n: int = 60) -> tuple[float, float, float]:
     the most any sample can reach, since every sample is drawn by this decoder."""
     import torch
 
-    from cav_core.sample import decode_latents, encode_frames
+    from cav_core.codec import decode_latents, encode_frames
     from cav_core.toyworld import measures
     from cav_core.toyworld.clips import random_pretraining_clip
 
@@ -46,7 +46,8 @@ def text_sensitivity(handle, steps: int = 25, n: int = 8) -> dict[str, float]:
     step). A word the UNet ignores scores ~0, whatever the text encoder does with it."""
     import torch
 
-    from cav_core.sample import encode_frames, make_scheduler, text_embeddings
+    from cav_core.codec import encode_frames, text_embeddings
+    from cav_core.sample import make_scheduler
     from cav_core.toyworld import spec
     from cav_core.toyworld.clips import straight_clip
 

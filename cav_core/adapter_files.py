@@ -19,6 +19,7 @@ import torch
 from .adapters import LoraWeights
 from .errors import AdapterError
 from .fileutil import atomic_write
+from .textual_inversion import TokenEmbeddings
 
 FORMAT_NAME = "cav-adapter"
 FORMAT_VERSION = 1
@@ -26,19 +27,6 @@ METADATA_KEY = "cav_adapter"
 LORA_PREFIX = "unet."
 TI_KEY = "textual_inversion.embeddings"
 ADAPTER_EXTENSIONS = (".safetensors", ".sft")
-
-
-@dataclass(frozen=True, eq=False)
-class TokenEmbeddings:
-    """Textual-inversion tokens: ``tokens[i]`` is embedded as ``embeddings[i]``."""
-
-    tokens: tuple[str, ...]
-    embeddings: torch.Tensor  # (len(tokens), hidden)
-
-    def __post_init__(self) -> None:
-        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.tokens):
-            raise AdapterError(f"textual inversion: {len(self.tokens)} tokens but embeddings of shape "
-                               f"{tuple(self.embeddings.shape)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,11 +52,12 @@ def _kind_for(lora: LoraWeights | None, tokens: TokenEmbeddings | None, kind: st
 
 
 def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool = False,
-                 unique: bool = False) -> Path:
+                 unique: bool = False, numbered: bool = False) -> Path:
     """Write ``adapter`` atomically; never replaces an existing file unless ``overwrite``.
 
     ``unique``: if the name is taken (also by another process while this one writes), the
-    file goes to the next free counter name instead; the path written is returned."""
+    file goes to the next free counter name instead; ``numbered``: always to the first free
+    counter name (:func:`cav_core.fileutil.atomic_write`). The path written is returned."""
     if Path(path).suffix.lower() not in ADAPTER_EXTENSIONS:
         raise AdapterError(f"cannot save the adapter as {path}: adapters are .safetensors files; give a name "
                            f"ending in .safetensors")
@@ -96,7 +85,7 @@ def save_adapter(path: str | os.PathLike, adapter: AdapterFile, overwrite: bool 
     from safetensors.torch import save_file
 
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), overwrite=overwrite,
-                        unique=unique)
+                        unique=unique, numbered=numbered)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

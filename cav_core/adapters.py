@@ -2,7 +2,7 @@
 
 Adapters live outside the model as plain tensors (:class:`LoraWeights`) and are put onto
 the shared UNet only for the duration of a sample / train / invert call
-(:func:`attached_loras`), then removed, so the base weights and every cached model
+(:func:`switchable_loras`), then removed, so the base weights and every cached model
 handle stay valid (docs/DESIGN.md §2). peft owns the LoRA layers and their scaling; this module
 owns naming, validation, clean removal and the merged mode used for sampling (strength·ΔW
 folded into the weights for one call).
@@ -137,28 +137,32 @@ def lora_layers(unet: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def remove_all_loras(unet: nn.Module) -> None:
-    """Replace every peft LoRA wrapper by the original layer object it wraps.
+    """Replace every peft LoRA wrapper by the original layer object it wraps (diffusers'
+    ``recurse_remove_peft_layers``).
 
     The wrapped layer is the very module that was there before injection, so when no
     merge happened the model is bit-identical to the base afterwards."""
-    for name, layer in lora_layers(unet):
-        parent_name, _, attr = name.rpartition(".")
-        parent = unet.get_submodule(parent_name) if parent_name else unet
-        setattr(parent, attr, layer.get_base_layer())
-    # peft leaves bookkeeping on the model object; drop it so the next injection starts clean.
-    for attr in ("peft_config", "_hf_peft_config_loaded"):
-        if attr in vars(unet):
-            delattr(unet, attr)
+    from diffusers.utils.peft_utils import recurse_remove_peft_layers
+
+    recurse_remove_peft_layers(unet)
+    # inject_adapter_in_model records its configs in ``unet.peft_config``; drop it so the next
+    # injection starts clean. No public function does this for a model without diffusers'
+    # PeftAdapterMixin (UNet3DConditionModel has none): peft.functional.delete_adapter leaves
+    # the config by design, and PeftAdapterMixin.unload_lora is a method of that mixin.
+    if "peft_config" in vars(unet):
+        del unet.peft_config
 
 
 def _set_strengths(unet: nn.Module, strengths: Mapping[str, float]) -> None:
-    for _, layer in lora_layers(unet):
-        present = [n for n in strengths if n in layer.lora_A]
-        layer.set_adapter(present)
-        for n in present:
-            layer.set_scale(n, float(strengths[n]))
-            for p in (layer.lora_A[n].weight, layer.lora_B[n].weight):
-                p.requires_grad_(False)
+    """Activate the named frozen adapters at their strengths (diffusers'
+    ``set_weights_and_activate_adapters``), keeping them frozen: peft's activation makes the
+    active adapters trainable."""
+    from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+    from peft.functional import set_requires_grad
+
+    names = list(strengths)
+    set_weights_and_activate_adapters(unet, names, [float(strengths[n]) for n in names])
+    set_requires_grad(unet, names, requires_grad=False)
 
 
 class LoraSwitch:
@@ -282,43 +286,29 @@ def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]]
         switch.detach()
 
 
-@contextlib.contextmanager
-def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
-                   merge: bool = False) -> Iterator[nn.Module]:
-    """:func:`switchable_loras` with every LoRA on for the whole block; yields the UNet."""
-    with switchable_loras(unet, loras, merge=merge) as switch:
-        yield switch.unet
-
-
 def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,
                        adapter_name: str, dropout: float = 0.0) -> list[nn.Parameter]:
     """Inject a fresh, trainable LoRA on the ``role``'s modules; return its parameters.
 
     peft initialises B to zero, so the model's output is unchanged until training moves it."""
-    from peft import inject_adapter_in_model
+    from peft.functional import cast_adapter_dtype, inject_adapter_in_model, set_adapter, set_requires_grad
 
     modules = role_modules(unet, role)
     if not modules:
         raise AdapterError(f"the UNet has no {role} attention layers to adapt")
     if rank < 1:
         raise AdapterError(f"LoRA rank must be >= 1, got {rank}")
-    before = {name: list(layer.active_adapters) for name, layer in lora_layers(unet)}
+    frozen = sorted({n for _, layer in lora_layers(unet) for n in layer.active_adapters})
     inject_adapter_in_model(_lora_config(modules, rank, alpha, dropout), unet, adapter_name=adapter_name)
-    params = []
-    for name, layer in lora_layers(unet):
-        if name in before:
-            # peft makes the new adapter the only active one everywhere; keep the frozen
-            # adapters already attached active (and frozen) as they were.
-            layer.set_adapter(before[name] + ([adapter_name] if adapter_name in layer.lora_A else []))
-            for other in before[name]:
-                for p in (layer.lora_A[other].weight, layer.lora_B[other].weight):
-                    p.requires_grad_(False)
-        if adapter_name in layer.lora_A:
-            for p in (layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight):
-                p.data = p.data.float()  # LoRA weights train in fp32 even under autocast
-                p.requires_grad_(True)
-                params.append(p)
-    return params
+    if frozen:
+        # peft makes the new adapter the only active one everywhere; keep the frozen
+        # adapters already attached active (and frozen) as they were.
+        set_adapter(unet, frozen + [adapter_name])
+        set_requires_grad(unet, frozen, requires_grad=False)
+    cast_adapter_dtype(unet, adapter_name)  # LoRA weights train in fp32 even under autocast
+    set_requires_grad(unet, adapter_name, requires_grad=True)
+    return [p for _, layer in lora_layers(unet) if adapter_name in layer.lora_A
+            for p in (layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight)]
 
 
 def extract_lora(unet: nn.Module, adapter_name: str, role: str, base_model: str = "",

@@ -123,24 +123,11 @@ def _crop_range(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _next_name(path: Path, after: Path) -> Path:
-    """The first free counter name of ``path`` past ``after`` (``x_00001.ext``, ...)."""
-    i = 0
-    if after != path and after.stem.startswith(path.stem + "_"):
-        tail = after.stem[len(path.stem) + 1:]
-        i = int(tail) if tail.isdigit() else 0
-    while True:
-        i += 1
-        q = path.with_name(f"{path.stem}_{i:05d}{path.suffix}")
-        if not q.exists():
-            return q
-
-
 def _claim(args: argparse.Namespace, out: Path):
     """(out, checkpoint folder, lock) for a training command. Another run writing the same
     output right now holds its checkpoint folder: this run then takes the next counter name,
     so both results are kept. A user's folder named like the automatic one is refused."""
-    from .fileutil import clean_stale_temps
+    from .fileutil import clean_stale_temps, numbered_path
     from .train import claim_checkpoint_dir, default_checkpoint_dir
 
     explicit = args.checkpoint_dir is not None
@@ -157,7 +144,7 @@ def _claim(args: argparse.Namespace, out: Path):
         if explicit:
             raise InputError(f"another run is using the checkpoint folder {ckpt} right now; wait for it to finish "
                              f"or pass another --checkpoint-dir")
-        candidate = _next_name(out, candidate)
+        candidate = numbered_path(out, after=candidate)
     raise InputError(f"no free output name next to {out}")
 
 
@@ -233,23 +220,17 @@ def apply_lora_args(handle, temporal: list[str], spatial: list[str], temporal_mi
                     temporal_cond_only_from: int | None = None):
     """The handle with each ``FILE[:strength]`` LoRA applied, in order; the T-LoRAs with
     the sampling gate given (None: the model's default, cav_core/defaults.py)."""
+    from .handle import with_adapter
     from .lora_convert import load_any_lora
-    from .model import base_model_note
 
     for role, items in (("temporal", temporal), ("spatial", spatial)):
         for item in items:
             path, strength = _lora_arg(item)
             adapter = load_any_lora(path, unet=handle.base.unet, role=role)
-            if adapter.lora is None:
-                raise CavError(f"{path} holds no LoRA weights")
-            if adapter.lora.role != role:
-                raise CavError(f"{path} is a {adapter.lora.role} LoRA; pass it with --{adapter.lora.role}-lora")
-            note = base_model_note(handle.base, adapter.base_model, adapter.base_model_name, str(path))
-            if note:
-                warnings.warn(note, stacklevel=2)
             gate = (temporal_min_timestep, temporal_cond_only_from) if role == "temporal" else (None, None)
-            handle = handle.with_lora(adapter.lora, strength, name=path.stem, min_timestep=gate[0],
-                                      cond_only_from=gate[1])
+            fix = f"pass it with --{adapter.lora.role}-lora" if adapter.lora is not None else "it holds no LoRA weights"
+            handle = with_adapter(handle, adapter, strength, role, name=path.stem, min_timestep=gate[0],
+                                  cond_only_from=gate[1], what=str(path), fix=fix)
     return handle
 
 

@@ -64,54 +64,10 @@ def _count(value: Any, what: str) -> int:
 
 def _check_frames(frames: Any, what: str = "frames") -> torch.Tensor:
     if not isinstance(frames, torch.Tensor):
-        raise InputError(f"{what} must be a torch tensor (F, H, W, C); got {type(frames).__name__} "
-                         f"(use frames_from_images() to convert)")
+        raise InputError(f"{what} must be a torch tensor (F, H, W, 3) in 0..1; got {type(frames).__name__}")
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
-        raise InputError(f"{what} must have shape (F, H, W, 3) with F >= 1, got {tuple(frames.shape)} "
-                         f"(use frames_from_images() to convert)")
+        raise InputError(f"{what} must have shape (F, H, W, 3) with F >= 1, got {tuple(frames.shape)}")
     return frames
-
-
-# --------------------------------------------------------------------------- tensors in
-
-def frames_from_images(images: Any) -> torch.Tensor:
-    """A ComfyUI IMAGE batch or a numpy array as float32 ``(F, H, W, 3)`` in 0..1 on the CPU.
-
-    Accepts float tensors/arrays in 0..1 (values outside are clipped) and uint8 (scaled
-    by 1/255). One channel is repeated to RGB and an alpha channel is dropped, since every
-    model here takes RGB.
-    """
-    if isinstance(images, np.ndarray):
-        if images.dtype == np.uint8:
-            t = torch.from_numpy(np.ascontiguousarray(images))
-        elif np.issubdtype(images.dtype, np.floating):
-            t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        else:
-            raise InputError(f"image array must be uint8 (0..255) or float (0..1), got dtype {images.dtype}")
-    elif isinstance(images, torch.Tensor):
-        t = images.detach().cpu()
-    else:
-        raise InputError(f"images must be a torch tensor or numpy array (F, H, W, C), got {type(images).__name__}")
-    if t.ndim != 4:
-        hint = " (a single image needs a leading frame axis: (1, H, W, C))" if t.ndim == 3 else ""
-        raise InputError(f"images must have shape (F, H, W, C), got {tuple(t.shape)}{hint}")
-    if t.shape[0] == 0 or t.shape[1] == 0 or t.shape[2] == 0:
-        raise InputError(f"images are empty: shape {tuple(t.shape)}")
-    c = t.shape[-1]
-    if c == 1:
-        t = t.expand(-1, -1, -1, 3)
-    elif c == 4:
-        t = t[..., :3]
-    elif c != 3:
-        raise InputError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels in the last axis, got {c} "
-                         f"(channels-first (F, C, H, W) tensors must be permuted to (F, H, W, C))")
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    elif t.is_floating_point():
-        t = torch.nan_to_num(t.float(), nan=0.0).clamp(0.0, 1.0)
-    else:
-        raise InputError(f"images must be float (0..1) or uint8 (0..255), got dtype {t.dtype}")
-    return t.contiguous()
 
 
 # --------------------------------------------------------------------------- resize / crop
@@ -191,29 +147,6 @@ def random_patch_crops(frames: torch.Tensor, n: int, crop_range: Sequence[float]
         patch = frames[int(idx[i]), top:top + ch, left:left + cw].permute(2, 0, 1)[None].float()
         out[i] = _resize(patch, h, w)[0].permute(1, 2, 0)
     return out
-
-
-# --------------------------------------------------------------------------- VAE layout
-
-def frames_to_model(frames: torch.Tensor, device: torch.device | str | None = None,
-                    dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(F, H, W, C) or (B, F, H, W, C) in 0..1 -> (B, C, F, H, W) in -1..1 (VAE input)."""
-    if not isinstance(frames, torch.Tensor) or frames.ndim not in (4, 5):
-        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise InputError(f"frames must be (F, H, W, C) or (B, F, H, W, C) tensors, got {shape}")
-    x = frames[None] if frames.ndim == 4 else frames
-    x = x.permute(0, 4, 1, 2, 3).float() * 2.0 - 1.0
-    return x.to(device=device, dtype=dtype or torch.float32).contiguous()
-
-
-def model_to_frames(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, F, H, W) in -1..1 (VAE output) -> (B, F, H, W, C) float32 in 0..1 on the CPU.
-
-    Always batched, like ``sample.generate``; take ``[0]`` for one video."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 5:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InputError(f"expected a (B, C, F, H, W) tensor, got {shape}")
-    return ((x.detach().float().cpu() + 1.0) / 2.0).clamp_(0.0, 1.0).permute(0, 2, 3, 4, 1).contiguous()
 
 
 # --------------------------------------------------------------------------- video files
@@ -386,6 +319,49 @@ def load_video_clip(path: VideoSource, num_frames: int = 16, fps: float = 8.0, s
         if picks is None:
             picks, seen = pick()
     return _finish_clip(label, picks, seen, num_frames, fps_f, start_f, target, fit)
+
+
+def frames_from_images(images: Any) -> torch.Tensor:
+    """A ComfyUI IMAGE batch or a numpy array as float32 ``(F, H, W, 3)`` in 0..1 on the CPU.
+
+    Accepts float tensors/arrays in 0..1 (values outside are clipped) and uint8 (scaled
+    by 1/255). One channel is repeated to RGB and an alpha channel is dropped, since every
+    model here takes RGB.
+    """
+    if isinstance(images, np.ndarray):
+        if images.dtype == np.uint8:
+            t = torch.from_numpy(np.ascontiguousarray(images))
+        elif np.issubdtype(images.dtype, np.floating):
+            t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        else:
+            raise InputError(f"image array must be uint8 (0..255) or float (0..1), got dtype {images.dtype}")
+    elif isinstance(images, torch.Tensor):
+        t = images.detach().cpu()
+    else:
+        raise InputError(f"images must be a torch tensor or numpy array (F, H, W, C), got {type(images).__name__}")
+    if t.ndim != 4:
+        hint = " (a single image needs a leading frame axis: (1, H, W, C))" if t.ndim == 3 else ""
+        raise InputError(f"images must have shape (F, H, W, C), got {tuple(t.shape)}{hint}")
+    if t.shape[0] == 0 or t.shape[1] == 0 or t.shape[2] == 0:
+        raise InputError(f"images are empty: shape {tuple(t.shape)}")
+    c = t.shape[-1]
+    if c == 1:
+        t = t.expand(-1, -1, -1, 3)
+    elif c == 4:
+        t = t[..., :3]
+    elif c != 3:
+        raise InputError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels in the last axis, got {c} "
+                         f"(channels-first (F, C, H, W) tensors must be permuted to (F, H, W, C))")
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif t.is_floating_point():
+        t = torch.nan_to_num(t.float(), nan=0.0).clamp(0.0, 1.0)
+    else:
+        raise InputError(f"images must be float (0..1) or uint8 (0..255), got dtype {t.dtype}")
+    return t.contiguous()
+
+
+# --------------------------------------------------------------------------- resize / crop
 
 
 class _HeldFrame(NamedTuple):

@@ -87,9 +87,20 @@ def safe_output_path(folder: str | os.PathLike, name: str, default_ext: str = ""
 def unique_path(path: str | os.PathLike) -> Path:
     """``path`` if free, else ``stem_00001.ext``, ``stem_00002.ext``, ... (ComfyUI-style counter)."""
     p = Path(path)
-    if not p.exists():
-        return p
-    for i in range(1, 100000):
+    return p if not p.exists() else numbered_path(p)
+
+
+def numbered_path(path: str | os.PathLike, after: str | os.PathLike | None = None) -> Path:
+    """The first free counter name of ``path`` (``stem_00001.ext``, ...), past ``after`` when that
+    is one of them: the one numbering of every saved file (CLI outputs, nodes' saves, races)."""
+    p = Path(path)
+    i = 0
+    if after is not None:
+        a = Path(after)
+        tail = a.stem[len(p.stem) + 1:] if a != p and a.stem.startswith(p.stem + "_") else ""
+        i = int(tail) if tail.isdigit() else 0
+    while i < 99999:
+        i += 1
         q = p.with_name(f"{p.stem}_{i:05d}{p.suffix}")
         if not q.exists():
             return q
@@ -227,13 +238,14 @@ def ensure_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False,
-                 unique: bool = False) -> Path:
+                 unique: bool = False, numbered: bool = False) -> Path:
     """Call ``write(tmp_path)`` then move the result to ``path`` in one step; returns where it went.
 
     With ``overwrite=False`` an existing ``path`` raises :class:`InputError` and is left
     untouched, unless ``unique``: then the result takes the next free counter name
-    (``name_00001.ext``), also when another process takes the name while this one writes,
-    so two runs given the same name both keep their result. The temp file is removed on
+    (``name_00001.ext``, :func:`numbered_path`), also when another process takes the name
+    while this one writes, so two runs given the same name both keep their result.
+    ``numbered``: always a counter name, the first free one (how ComfyUI saves). The temp file is removed on
     any failure; an OS error (full disk, read-only folder, ...) becomes :class:`OutputError`
     naming the path."""
     final = Path(path)
@@ -243,10 +255,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(os_error_message(e, final)) from None
-    if not overwrite and final.exists():
+    requested, unique = final, unique or numbered
+    if numbered:
+        final = numbered_path(requested)
+    elif not overwrite and final.exists():
         if not unique:
             raise InputError(f"{final} already exists; choose another name (files are never overwritten)")
-        final = unique_path(final)
+        final = numbered_path(requested)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}{_TEMP_TAG.format(pid=os.getpid())}",
                                         suffix=f".tmp{final.suffix}", dir=final.parent)
@@ -264,7 +279,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
             if overwrite:
                 os.replace(tmp, final)
             else:
-                final = _link_into_place(tmp, final, unique)
+                final = _link_into_place(tmp, final, unique, requested)
         except OutputError:
             raise
         except OSError as e:
@@ -275,7 +290,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
     return final
 
 
-def _link_into_place(tmp: Path, final: Path, unique: bool) -> Path:
+def _link_into_place(tmp: Path, final: Path, unique: bool, requested: Path) -> Path:
     for _ in range(100000):
         try:
             os.link(tmp, final)  # atomic and refuses an existing name, unlike rename
@@ -283,14 +298,14 @@ def _link_into_place(tmp: Path, final: Path, unique: bool) -> Path:
         except FileExistsError:
             if not unique:
                 raise InputError(f"{final} already exists; choose another name (files are never overwritten)") from None
-            final = unique_path(final)
+            final = numbered_path(requested, after=final)
         except OSError as e:  # file systems without hard links
             if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOTSUP):
                 raise
             if final.exists():
                 if not unique:
                     raise InputError(f"{final} already exists; choose another name") from None
-                final = unique_path(final)
+                final = numbered_path(requested, after=final)
                 continue
             os.replace(tmp, final)
             return final

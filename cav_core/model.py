@@ -1,36 +1,29 @@
-"""Loading a diffusers text-to-video folder and the immutable model handle (docs/DESIGN.md §2).
+"""Loading a diffusers text-to-video folder (docs/DESIGN.md §2): device policy, layout
+checks, the model id, and building/saving the real classes (the toy model, tests).
 
 A folder in the layout of ModelScope ``text-to-video-ms-1.7b`` / ZeroScope v2 holds
 ``model_index.json`` and ``unet/ text_encoder/ tokenizer/ vae/ scheduler/``. The loader
 checks that layout first so a wrong folder fails with a message naming what is missing,
 instead of a deep diffusers traceback. The embedded toy model uses exactly this path.
-
-The handle (:class:`ModelHandle`) is the shared base components plus an immutable record
-of what is applied (LoRAs with strengths, textual-inversion tokens, temporal bypass).
-``with_*`` methods return new handles; nothing touches the base weights except inside
-:meth:`ModelHandle.applied`, which attaches the adapters for one call and removes them.
+What a loaded model becomes, the immutable :class:`~cav_core.handle.ModelHandle`, lives
+in :mod:`cav_core.handle`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .adapter_files import TokenEmbeddings
-from .adapters import LoraSwitch, LoraWeights, switchable_loras
-from .defaults import profile_for, timestep_from_fraction
 from .errors import InputError, ModelLoadError
-from .layers import bypass_temporal
+from .components import T2VComponents
+from .handle import ModelHandle
 
 #: component -> accepted class names (the first is what we build).
 COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
@@ -95,61 +88,7 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None
     return dt
 
 
-# --------------------------------------------------------------------------- components
-
-@dataclass(frozen=True, eq=False)
-class T2VComponents:
-    """The shared, frozen parts of a text-to-video model. Never mutated after loading."""
-
-    unet: nn.Module
-    text_encoder: nn.Module
-    tokenizer: Any
-    vae: nn.Module
-    scheduler_config: Mapping[str, Any]
-    model_id: str
-    source: str = ""
-    name: str = ""  # readable (the folder's name); the identity is model_id
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    @property
-    def num_train_timesteps(self) -> int:
-        return int(self.scheduler_config.get("num_train_timesteps", 1000))
-
-    def describe(self) -> str:
-        def n_params(m: nn.Module) -> str:
-            return f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M params"
-
-        u = self.unet.config
-        return "\n".join([
-            f"model      {self.name or '?'}  (id {self.model_id}, {self.source or 'in memory'})",
-            f"unet       {type(self.unet).__name__}: blocks {tuple(u.block_out_channels)}, "
-            f"{n_params(self.unet)}, latent {u.in_channels} ch, sample size {u.sample_size}",
-            f"text       {type(self.text_encoder).__name__}: width {self.text_encoder.config.hidden_size}, "
-            f"{n_params(self.text_encoder)}; tokenizer {type(self.tokenizer).__name__} "
-            f"({len(self.tokenizer)} tokens, max length {self.tokenizer.model_max_length})",
-            f"vae        {type(self.vae).__name__}: {self.vae_scale_factor}x down, {n_params(self.vae)}, "
-            f"scaling factor {self.vae.config.scaling_factor}",
-            f"scheduler  {self.scheduler_config.get('_class_name', '?')}: "
-            f"{self.scheduler_config.get('num_train_timesteps')} train steps, "
-            f"{self.scheduler_config.get('prediction_type', 'epsilon')} prediction",
-            f"device     {self.device}, dtype {str(self.dtype).replace('torch.', '')}",
-        ])
-
+# --------------------------------------------------------------------------- loading
 
 def _freeze(*modules: nn.Module) -> None:
     for m in modules:
@@ -196,34 +135,6 @@ def _model_id(unet: nn.Module, text_encoder: nn.Module | None = None) -> str:
     cfg = json.dumps(architecture_config(unet.config), sort_keys=True, default=str)
     arch = hashlib.sha1(cfg.encode()).hexdigest()[:10]
     return f"{arch}.{_weights_fingerprint(unet, text_encoder)}"
-
-
-def split_model_id(model_id: str) -> tuple[str, str] | None:
-    """(architecture hash, weights fingerprint) of an id from :func:`_model_id`; None for the
-    ids older versions wrote (``name@hash`` of a config that held the path)."""
-    parts = model_id.split(".") if isinstance(model_id, str) else []
-    if len(parts) == 2 and all(len(x) == 10 and all(c in "0123456789abcdef" for c in x) for x in parts):
-        return parts[0], parts[1]
-    return None
-
-
-def base_model_note(components: "T2VComponents", trained_id: str, trained_name: str = "",
-                    label: str = "the adapter") -> str | None:
-    """A warning when an adapter whose layers fit was trained on other weights of the same
-    architecture (or on another config whose layer sizes agree); None when it is the same
-    model or the file is too old to tell. Layer sizes are checked elsewhere (a misfit is refused)."""
-    if not trained_id or trained_id == components.model_id:
-        return None
-    old, new = split_model_id(trained_id), split_model_id(components.model_id)
-    if old is None or new is None:
-        return None  # written by an older version: its id held the folder path, so it cannot be compared
-    theirs = f"{trained_name or 'a model'} ({trained_id})"
-    ours = f"{components.name or 'this model'} ({components.model_id})"
-    if old[0] == new[0]:
-        return (f"{label} was trained on {theirs} and this model is {ours}: the same architecture with different "
-                f"weights; it applies, but may work less well than on the model it was trained on")
-    return (f"{label} was trained on {theirs} and this model is {ours}: another architecture config whose layer "
-            f"sizes fit; it applies, but may work less well than on the model it was trained on")
 
 
 def _check_layout(folder: Path) -> dict[str, Any]:
@@ -374,169 +285,3 @@ def save_t2v(components: T2VComponents, folder: str | os.PathLike, pipeline_clas
 
 def _diffusers_version() -> str:
     import diffusers
-
-    return diffusers.__version__
-
-
-# --------------------------------------------------------------------------- the handle
-
-@dataclass(frozen=True, eq=False)
-class AppliedLora:
-    """A LoRA on a handle. ``min_timestep``: the sampler applies it only on noise levels from
-    this timestep up (0: every step). ``cond_only_from``: on steps from this timestep up it
-    acts on the prompt's branch of classifier-free guidance only (None: never)."""
-
-    lora: LoraWeights
-    strength: float
-    name: str = ""
-    min_timestep: int = 0
-    cond_only_from: int | None = None
-
-
-def check_min_timestep(components: T2VComponents, t: Any, what: str = "min_timestep", allow_end: bool = False) -> int:
-    """``t`` as a lowest timestep of ``components``' schedule (training floor or LoRA gate);
-    ``allow_end`` also accepts the schedule's length, i.e. no timestep at all."""
-    n = components.num_train_timesteps
-    top = n if allow_end else n - 1
-    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= top:
-        raise InputError(f"{what} must be an integer in 0..{top} (this model has {n} timesteps), got {t!r}; "
-                         f"0 means every noise level" + (f", {n} none" if allow_end else ""))
-    return t
-
-
-def trained_min_timestep(lora: LoraWeights) -> int:
-    """The lowest timestep ``lora`` was trained on (``info['min_timestep']``; 0 if not recorded).
-
-    A LoRA trained only on t >= 300 never saw the low-noise steps, and applied there it
-    shifts the sample's colors (docs/EXPERIMENTS.md §3), so by default it is never
-    applied below that."""
-    t = lora.info.get("min_timestep", 0) if isinstance(lora.info, Mapping) else 0
-    return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
-
-
-def default_timesteps(components: T2VComponents, lora: LoraWeights) -> tuple[int, int | None]:
-    """Where ``lora`` acts by default when sampling: (``min_timestep``, ``cond_only_from``).
-
-    T-LoRAs, by the model's defaults (``gate.*`` in :mod:`cav_core.defaults`): on the toy
-    model only on the noisiest 40% of the schedule (or from where they were trained, if
-    higher), and there on the prompt's branch of classifier-free guidance only. Guidance then
-    compares "prompt + learned motion" with the plain model's unconditional prediction, which
-    amplifies the motion where the layout forms; on the lower-noise steps the toy's T-LoRA
-    mostly carried the reference's look (its red leaked into other colors), and the gate kept
-    the prompt's color as often as the base model does at about the same motion fidelity
-    (README "Training defaults"). Measured only on the toy: on other models a T-LoRA acts on
-    every step (from its training floor) and both branches, as in the paper. Other LoRAs
-    (styles, absorbers): from their recorded training floor (usually every step), in both
-    branches."""
-    trained = trained_min_timestep(lora)
-    if lora.role != "temporal":
-        return trained, None
-    d, n = profile_for(components), components.num_train_timesteps
-    gate = timestep_from_fraction(d["gate.min_timestep_fraction"], n)
-    return max(trained, gate), timestep_from_fraction(d["gate.cond_only_fraction"], n)
-
-
-class StepLoras:
-    """Which of a handle's LoRAs act on a sampling step and guidance branch; made by
-    :meth:`ModelHandle.applied_by_timestep` for the sampler."""
-
-    def __init__(self, switch: LoraSwitch, loras: Sequence[AppliedLora]) -> None:
-        self.switch, self.loras = switch, list(loras)
-
-    def splits(self, t: Any) -> bool:
-        """Whether the two guidance branches need different LoRAs at timestep ``t`` (the
-        sampler then runs them as two forwards instead of one batch)."""
-        t = int(t)
-        return any(t >= a.min_timestep and _cond_only(a, t) for a in self.loras)
-
-    def select(self, t: Any, uncond: bool = False) -> None:
-        """Switch on the LoRAs that act at ``t`` (on the unconditional branch if ``uncond``)."""
-        t = int(t)
-        self.switch.set_active([t >= a.min_timestep and not (uncond and _cond_only(a, t)) for a in self.loras])
-
-
-def _cond_only(a: AppliedLora, t: int) -> bool:
-    return a.cond_only_from is not None and t >= a.cond_only_from
-
-
-@dataclass(frozen=True, eq=False)
-class ModelHandle:
-    """Base components + what is applied to them. Immutable: ``with_*`` returns a new handle.
-
-    Like ComfyUI's ``ModelPatcher.clone()``: branches of a graph can hold different
-    handles over the same base weights."""
-
-    base: T2VComponents
-    loras: tuple[AppliedLora, ...] = ()
-    tokens: tuple[TokenEmbeddings, ...] = ()
-    bypass_temporal: bool = False
-    extras: Mapping[str, Any] = field(default_factory=dict)
-
-    def with_lora(self, lora: LoraWeights, strength: float = 1.0, name: str = "",
-                  min_timestep: int | None = None, cond_only_from: int | None = None) -> "ModelHandle":
-        """``min_timestep``: apply the LoRA only on noise levels from this timestep up when
-        sampling. ``cond_only_from``: from this timestep up, apply it to the prompt's guidance
-        branch only; the schedule's length (1000) means never. None takes the defaults of
-        :func:`default_timesteps`."""
-        if not isinstance(strength, (int, float)) or strength != strength or abs(strength) > 100:
-            raise InputError(f"LoRA strength must be a finite number in [-100, 100], got {strength!r}")
-        default_gate, default_cond_only = default_timesteps(self.base, lora)
-        gate = check_min_timestep(self.base, default_gate if min_timestep is None else min_timestep,
-                                  "the LoRA's min_timestep")
-        if cond_only_from is None:
-            cond_only = default_cond_only
-        else:
-            cond_only = check_min_timestep(self.base, cond_only_from, "the LoRA's cond_only_from", allow_end=True)
-            cond_only = None if cond_only == self.base.num_train_timesteps else cond_only
-        applied = AppliedLora(lora, float(strength), name, gate, cond_only)
-        return dataclasses.replace(self, loras=self.loras + (applied,))
-
-    def with_tokens(self, tokens: TokenEmbeddings) -> "ModelHandle":
-        clash = set(tokens.tokens) & {t for te in self.tokens for t in te.tokens}
-        if clash:
-            raise InputError(f"textual-inversion token(s) {sorted(clash)} are already applied to this model")
-        return dataclasses.replace(self, tokens=self.tokens + (tokens,))
-
-    def with_bypass(self, enabled: bool = True) -> "ModelHandle":
-        return dataclasses.replace(self, bypass_temporal=bool(enabled))
-
-    def without_adapters(self) -> "ModelHandle":
-        return ModelHandle(self.base)
-
-    @property
-    def model_id(self) -> str:
-        return self.base.model_id
-
-    def describe(self) -> str:
-        lines = [self.base.describe()]
-        for a in self.loras:
-            lines.append(f"lora       {a.name or a.lora.role}: {a.lora.role}, {len(a.lora.modules)} modules, "
-                         f"rank {sorted(a.lora.ranks)}, strength {a.strength:g}"
-                         + (f", on t >= {a.min_timestep}" if a.min_timestep else "")
-                         + (f", prompt branch only on t >= {a.cond_only_from}" if a.cond_only_from is not None else ""))
-        for te in self.tokens:
-            lines.append(f"tokens     {' '.join(te.tokens)}")
-        if self.bypass_temporal:
-            lines.append("bypass     temporal layers bypassed (frames are independent images)")
-        return "\n".join(lines)
-
-    @contextlib.contextmanager
-    def applied(self, merge: bool = False, extra_loras: tuple[AppliedLora, ...] = ()) -> Iterator[nn.Module]:
-        """The UNet with this handle's LoRAs attached (all of them, on every timestep) and
-        bypass set, for one call.
-
-        ``merge`` folds the LoRAs into the weights (sampling with fixed strengths);
-        on exit the base is restored bit-exactly."""
-        with self.applied_by_timestep(merge, extra_loras) as (unet, _):
-            yield unet
-
-    @contextlib.contextmanager
-    def applied_by_timestep(self, merge: bool = False, extra_loras: tuple[AppliedLora, ...] = ()
-                            ) -> Iterator[tuple[nn.Module, StepLoras]]:
-        """:meth:`applied`, plus a :class:`StepLoras` for a sampler to select, before each
-        forward, the LoRAs that act on that step and guidance branch."""
-        loras = [a for a in self.loras + extra_loras if a.strength != 0.0]
-        with switchable_loras(self.base.unet, [(a.lora, a.strength) for a in loras], merge=merge,
-                              names=[a.name for a in loras]) as switch, \
-                bypass_temporal(self.base.unet, enabled=self.bypass_temporal):
-            yield switch.unet, StepLoras(switch, loras)

@@ -13,20 +13,19 @@ import inspect
 import math
 import numbers
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from . import memory
 from .defaults import SCHEDULERS, profile_for
 from .device_guard import prepare_sampling
 from .errors import CavError, InputError
-from .model import ModelHandle, StepLoras, T2VComponents
+from .codec import decode_latents, encode_frames, text_embeddings
+from .gate import StepLoras
+from .components import T2VComponents
+from .handle import ModelHandle
 from .progress import Eta, ProgressFn
-from .textual_inversion import encode_text
 
 MAX_SEED = 2**63 - 1
 
@@ -108,42 +107,6 @@ def blend_latents(init: torch.Tensor, noise: torch.Tensor, blend: float) -> torc
     return math.sqrt(blend) * init + math.sqrt(1.0 - blend) * noise
 
 
-# --------------------------------------------------------------------------- VAE
-
-@torch.no_grad()
-def encode_frames(components: T2VComponents, frames: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """Frames (F,H,W,C) or (B,F,H,W,C) in 0..1 -> scaled latents (B,C,F,h,w), deterministic (mode)."""
-    vae = components.vae
-    if frames.ndim == 4:
-        frames = frames[None]
-    if frames.ndim != 5 or frames.shape[-1] != 3:
-        raise InputError(f"frames must be (F,H,W,3) or (B,F,H,W,3), got {tuple(frames.shape)}")
-    b = frames.shape[0]
-    flat = rearrange(frames, "b f h w c -> (b f) c h w") * 2 - 1
-    out = []
-    with memory.codec_on_device(components, vae):
-        dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
-        for i in range(0, flat.shape[0], chunk):
-            out.append(vae.encode(flat[i:i + chunk].to(dev, dt)).latent_dist.mode().float().cpu())
-    lat = torch.cat(out) * vae.config.scaling_factor
-    return rearrange(lat, "(b f) c h w -> b c f h w", b=b)
-
-
-@torch.no_grad()
-def decode_latents(components: T2VComponents, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Scaled latents (B,C,F,h,w) -> frames (B,F,H,W,C) in 0..1 on the CPU, ``chunk`` frames at a time."""
-    vae = components.vae
-    b = latents.shape[0]
-    flat = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
-    out = []
-    with memory.codec_on_device(components, vae):
-        dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
-        for i in range(0, flat.shape[0], chunk):
-            img = vae.decode(flat[i:i + chunk].to(dev, dt)).sample.float().cpu()
-            out.append(((img + 1) / 2).clamp(0, 1))
-    return rearrange(torch.cat(out), "(b f) c h w -> b f h w c", b=b)
-
-
 # --------------------------------------------------------------------------- the loop
 
 def _predict(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
@@ -200,13 +163,6 @@ def denoise(components: T2VComponents, unet: nn.Module, cond: torch.Tensor, unco
                 info["preview"] = decode_latents(components, x0[:1])[0]
             progress(i + 1, len(sched.timesteps), info)
     return x.cpu()
-
-
-def text_embeddings(handle: ModelHandle, prompts: Sequence[str]) -> torch.Tensor:
-    """Embeddings of ``prompts`` with the handle's textual-inversion tokens."""
-    c = handle.base
-    with torch.no_grad(), memory.codec_on_device(c, c.text_encoder):
-        return encode_text(c.text_encoder, c.tokenizer, prompts, handle.tokens).float()
 
 
 def generate(handle: ModelHandle, prompt: str, negative_prompt: str = "", num_frames: int | None = None,

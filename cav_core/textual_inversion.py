@@ -13,12 +13,26 @@ import contextlib
 import copy
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .adapter_files import TokenEmbeddings
-from .errors import InputError
+from .errors import AdapterError, InputError
+
+
+@dataclass(frozen=True, eq=False)
+class TokenEmbeddings:
+    """Textual-inversion tokens: ``tokens[i]`` is embedded as ``embeddings[i]``."""
+
+    tokens: tuple[str, ...]
+    embeddings: torch.Tensor  # (len(tokens), hidden)
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.tokens):
+            raise AdapterError(f"textual inversion: {len(self.tokens)} tokens but embeddings of shape "
+                               f"{tuple(self.embeddings.shape)}")
+
 
 _TOKENIZER_CACHE: dict[tuple[int, tuple[str, ...]], object] = {}
 _STOPWORDS = {"a", "an", "the", "on", "in", "of", "with", "and", "at", "to", "is", "moving"}

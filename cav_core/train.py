@@ -31,19 +31,20 @@ import torch
 from torch import nn
 
 from . import memory
-from .adapter_files import AdapterFile, TokenEmbeddings
+from .adapter_files import AdapterFile
 from .adapters import add_trainable_lora, check_fits, extract_lora
+from .codec import decode_latents, encode_frames, text_embeddings
 from .defaults import profile_for
 from .device_guard import check_training_memory
 from .errors import AdapterError, CavError, InputError, OutputError
 from .fileutil import atomic_write, check_output_path, clean_stale_temps, os_error_message
-from .model import ModelHandle, base_model_note, check_min_timestep
+from .gate import check_min_timestep
+from .handle import ModelHandle, with_adapter
 from .progress import Eta
 from .recolor import hue_rotated_views, recolor_skip_reason
-from .sample import (ProgressFn, check_seed, decode_latents, denoise, encode_frames, latent_size, seed_noise,
-                     text_embeddings)
-from .textual_inversion import (default_init_word, encode_text, init_embeddings, placeholder_names, tokenize,
-                                with_placeholders)
+from .sample import ProgressFn, check_seed, denoise, latent_size, seed_noise
+from .textual_inversion import (TokenEmbeddings, default_init_word, encode_text, init_embeddings, placeholder_names,
+                                tokenize, with_placeholders)
 
 
 class TrainingError(CavError):
@@ -587,7 +588,8 @@ def _caption_for(absorber: AdapterFile | None, caption: str) -> str:
 
 def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
     """Refuse an absorber that does not fit ``handle``'s model (layer sizes, token width);
-    one trained on other weights of a fitting architecture is used, with a warning."""
+    one trained on other weights of a fitting architecture is used, with a warning when it
+    is applied (:func:`cav_core.handle.with_adapter`)."""
     if absorber is None:
         return
     if absorber.kind != "absorber" and not (absorber.lora is not None and absorber.lora.role == "spatial"):
@@ -611,9 +613,6 @@ def check_absorber(handle: ModelHandle, absorber: AdapterFile | None) -> None:
                              f"({c.model_id}): its textual-inversion tokens have width "
                              f"{absorber.tokens.embeddings.shape[1]}, this text encoder's is {width}; train the "
                              f"absorber on this model")
-    note = base_model_note(c, absorber.base_model, absorber.base_model_name, "the absorber")
-    if note:
-        warnings.warn(note, stacklevel=3)
 
 
 def expected_adapter_bytes(handle: ModelHandle, role: str | None, rank: int | None,
@@ -696,10 +695,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     c = handle.base
     work = handle.with_bypass(False)
     if absorber is not None:
-        if absorber.lora is not None:
-            work = work.with_lora(absorber.lora, 1.0, name="absorber")
-        if absorber.tokens is not None:
-            work = work.with_tokens(absorber.tokens)
+        work = with_adapter(work, absorber, 1.0, name="absorber", what="the absorber")
     text = _caption_for(absorber, caption)
     skipped = recolor_skip_reason(caption) if recolor else None
     views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]

@@ -34,11 +34,6 @@ WEBM_CRF: int = 15
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".gif")
 
-MAX_READ_BYTES: int = 4 * 1024**3
-"""read_video decodes every frame at full size; past this many bytes of float frames it
-stops with an :class:`InputError` instead of running out of memory."""
-
-
 #: How a frame of another shape is fit to the model's (H, W) (``data.fit_frames``; here so the
 #: command line can list them without importing torch): ``crop`` scales it to cover
 #: and cuts the centre (nothing stretched, the edges lost), ``pad`` scales it to fit
@@ -219,8 +214,8 @@ def open_video(path: VideoSource, name: str | None = None) -> Iterator[tuple[Any
     Checks what ffmpeg would not (missing, a folder, empty, cut short, a still image or
     text file, no video stream), and turns any decoding failure inside the ``with`` block
     into a :class:`VideoReadError` naming the path; the project's own errors pass as they
-    are. :func:`read_video` and ``data.load_video_clip`` both read through it, with
-    :func:`frame_to_rgb`, so every reader sees the same frames.
+    are. ``data.load_video_clip``, the one decoder, reads through it with
+    :func:`frame_to_rgb` (and the tests' whole-file reader, tests/video_reader.py).
 
     ``path`` may also be a binary file-like already open (a video held in memory, e.g. by
     ComfyUI's VIDEO type): it gets the same checks from its current content; ``name`` is
@@ -289,47 +284,6 @@ def rgb_to_float(rgb: np.ndarray) -> np.ndarray:
     """uint8 or uint16 RGB from :func:`frame_to_rgb` as float32 in 0..1."""
     scale = 65535.0 if rgb.dtype == np.uint16 else 255.0
     return rgb.astype(np.float32) / np.float32(scale)
-
-
-def read_video(path: PathLike) -> tuple[np.ndarray, float]:
-    """Decode every frame of ``path``: float32 (F, H, W, 3) RGB in 0..1, and the average fps.
-
-    Raises :class:`VideoReadError` naming the path when the file is missing, empty, cut
-    short (see :func:`check_complete`), a still image or text file, has no video stream,
-    cannot be decoded, or has no frames.
-    """
-    p = Path(path)
-    frames: list[np.ndarray] = []
-    times: list[float] = []
-    with open_video(p) as (container, stream):
-        for frame in container.decode(stream):
-            frames.append(frame_to_rgb(frame))
-            held = len(frames) * frames[0].size * 4  # bytes once converted to float32
-            if held > MAX_READ_BYTES:
-                raise InputError(f"video {p} is too large to read whole: {len(frames)} frame(s) of "
-                                 f"{frame.width}x{frame.height} already take {held / 1024**3:.1f} GiB; load a "
-                                 f"clip of it resized instead (data.load_video_clip with size and num_frames)")
-            if frame.time is not None:
-                times.append(float(frame.time))
-        avg = stream.average_rate
-        guessed = getattr(stream, "guessed_rate", None)
-    if not frames:
-        raise VideoReadError(f"cannot read video {p}: it contains no decodable frames")
-    fps = _average_fps(times, avg, guessed)
-    return rgb_to_float(np.stack(frames)), fps
-
-
-def _average_fps(times: list[float], avg: Any, guessed: Any) -> float:
-    """Frames per second from the frame timestamps (what the viewer sees), falling back to
-    the container's average / guessed rate when timestamps are missing or degenerate."""
-    if len(times) >= 2:
-        span = max(times) - min(times)
-        if span > 0:
-            return float((len(times) - 1) / span)
-    for rate in (avg, guessed):
-        if rate:
-            return float(rate)
-    return 0.0
 
 
 # --------------------------------------------------------------------------- file checks

@@ -5,7 +5,7 @@ node runs), so the pack adds next to nothing to ComfyUI's start-up."""
 
 from __future__ import annotations
 
-from ._io import IN_COMFYUI, ComfyExtension, io
+from ._io import ComfyExtension, io
 from .loaders import LoadCAVAdapter, LoadModelScopeT2V, LoadReferenceVideo, SaveCAVAdapter
 from .metrics import CompareMotion
 from .model_ops import ApplySpatialLoRA, ApplyTemporalLoRA, BypassTemporalLayers
@@ -38,4 +38,4 @@ async def comfy_entrypoint() -> CustomizeAVideoExtension:
     return CustomizeAVideoExtension()
 
 
-__all__ = ["NODES", "comfy_entrypoint", "CustomizeAVideoExtension", "IN_COMFYUI", "io"]
+__all__ = ["NODES", "comfy_entrypoint", "CustomizeAVideoExtension", "io"]

@@ -244,26 +244,20 @@ class LoadCAVAdapter(io.ComfyNode):
 
 
 def save_numbered(folder: Path, prefix: str, adapter) -> Path:
-    """``folder/prefix_00001.safetensors``, the next free number; never overwrites (the write
-    is atomic and refuses an existing name, so a race just takes the next number)."""
+    """``folder/prefix_00001.safetensors``, the next free number; never overwrites and never
+    leaves ``folder`` (the prefix is cleaned by :func:`cav_core.fileutil.safe_output_path`; the
+    write is atomic and refuses an existing name, so a race just takes the next number)."""
     from cav_core.adapter_files import save_adapter
     from cav_core.errors import InputError
+    from cav_core.fileutil import safe_output_path
 
-    prefix = prefix.strip().replace("\\", "/") or "cav/adapter"
-    if prefix.startswith("/") or ".." in Path(prefix).parts:
-        raise InputError(f"filename_prefix {prefix!r} must stay inside the folder (no absolute path, no '..')")
-    base = folder / prefix
-    for i in range(1, 100000):
-        p = base.with_name(f"{base.name}_{i:05d}.safetensors")
-        if p.exists():
-            continue
-        try:
-            return save_adapter(p, adapter, overwrite=False)
-        except InputError:
-            if p.exists():
-                continue
-            raise
-    raise InputError(f"no free file name for {base}_NNNNN.safetensors")
+    try:
+        path = safe_output_path(folder, prefix.strip() or "cav/adapter", ".safetensors", unique=False)
+    except InputError as e:
+        raise InputError(f"filename_prefix {prefix!r} must be a name inside the folder {folder}: {e}") from None
+    if path.suffix.lower() != ".safetensors":  # a prefix like 'run.mp4' keeps its dot: run.mp4_00001.safetensors
+        path = path.with_name(f"{path.name}.safetensors")
+    return save_adapter(path, adapter, numbered=True)
 
 
 class SaveCAVAdapter(io.ComfyNode):

@@ -12,26 +12,8 @@ def _strength(default: float = 1.0) -> object:
                           tooltip="Scales the LoRA's effect: 0 = off, 1 = as trained; values above 1 exaggerate.")
 
 
-def apply_adapter(handle, adapter, strength: float, name: str, min_timestep: int | None = None,
-                  cond_only_from: int | None = None):
-    """``handle`` + the adapter's LoRA at ``strength`` (+ its tokens), checked against the model
-    now so a misfit is reported at this node and not later in the sampler. ``min_timestep``
-    and ``cond_only_from`` None: the library's defaults for the LoRA's kind."""
-    from cav_core.adapters import check_fits
-
-    if adapter.lora is not None:
-        check_fits(handle.base.unet, adapter.lora, label=name)
-    from cav_core.model import base_model_note
-
-    note = base_model_note(handle.base, adapter.base_model, adapter.base_model_name, name)
-    if note:
-        bridge.log.warning("Customize-A-Video: %s", note)
-    new = handle
-    if adapter.lora is not None:
-        new = new.with_lora(adapter.lora, strength, name, min_timestep=min_timestep, cond_only_from=cond_only_from)
-    if adapter.tokens is not None:
-        new = new.with_tokens(adapter.tokens)
-    return new
+def _log_note(note: str) -> None:
+    bridge.log.warning("Customize-A-Video: %s", note)
 
 
 class ApplyTemporalLoRA(io.ComfyNode):
@@ -66,17 +48,15 @@ class ApplyTemporalLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, temporal_lora, strength, min_timestep=-1, cond_only_from=-1) -> io.NodeOutput:
-        from cav_core.errors import InputError
-
-        if temporal_lora.lora is None or temporal_lora.lora.role != "temporal":
-            raise InputError(f"Apply Temporal LoRA got a {temporal_lora.kind}, not a T-LoRA; spatial LoRAs go "
-                             f"through Apply Spatial LoRA, absorbers into Train Temporal LoRA")
+        from cav_core.handle import with_adapter
 
         def as_set(v: int | None) -> int | None:  # -1 (or an unconnected input): the library default
             return None if v is None or v < 0 else int(v)
 
-        return io.NodeOutput(apply_adapter(model, temporal_lora, strength, "T-LoRA", min_timestep=as_set(min_timestep),
-                                           cond_only_from=as_set(cond_only_from)))
+        return io.NodeOutput(with_adapter(
+            model, temporal_lora, strength, "temporal", name="T-LoRA", min_timestep=as_set(min_timestep),
+            cond_only_from=as_set(cond_only_from), what="Apply Temporal LoRA's temporal_lora input",
+            fix="spatial LoRAs go through Apply Spatial LoRA, absorbers into Train Temporal LoRA", warn=_log_note))
 
 
 class ApplySpatialLoRA(io.ComfyNode):
@@ -104,15 +84,13 @@ class ApplySpatialLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength) -> io.NodeOutput:
-        from cav_core.errors import InputError
+        from cav_core.handle import with_adapter
 
         from .loaders import load_adapter_file
 
         adapter = load_adapter_file(bridge.resolve_lora(lora_name), "spatial", model.base.unet)
-        if adapter.lora is None or adapter.lora.role != "spatial":
-            raise InputError(f"{lora_name} is a {adapter.kind}, not a spatial LoRA; T-LoRAs go through Apply "
-                             f"Temporal LoRA")
-        return io.NodeOutput(apply_adapter(model, adapter, strength, lora_name))
+        return io.NodeOutput(with_adapter(model, adapter, strength, "spatial", name=lora_name,
+                                          fix="T-LoRAs go through Apply Temporal LoRA", warn=_log_note))
 
 
 class BypassTemporalLayers(io.ComfyNode):

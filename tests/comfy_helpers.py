@@ -39,6 +39,9 @@ def load_pack(name: str = "cav_pack_under_test"):
     ``load_custom_node`` does (``spec_from_file_location`` on the folder's __init__)."""
     if name in sys.modules:
         return sys.modules[name]
+    import comfy_standin
+
+    comfy_standin.install()  # outside ComfyUI the nodes import this stand-in of comfy_api.latest
     spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

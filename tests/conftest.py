@@ -16,6 +16,12 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # that OpenMP spin-waits suffer when another process shares the cores.
 torch.set_num_threads(1)
 
+# The nodes import comfy_api.latest: outside ComfyUI that is the stand-in (tests/comfy_standin.py),
+# in sys.modules before any test module imports the pack.
+import comfy_standin  # noqa: E402
+
+comfy_standin.install()
+
 
 @pytest.fixture(scope="session")
 def tiny():

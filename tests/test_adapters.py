@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from cav_core.adapter_files import AdapterFile, TokenEmbeddings, load_adapter, save_adapter
+from cav_core.adapter_files import AdapterFile, load_adapter, save_adapter
+from cav_core.textual_inversion import TokenEmbeddings
 from cav_core.adapters import LoraWeights, add_trainable_lora, extract_lora, lora_layers, remove_all_loras
 from cav_core.errors import AdapterError, InputError
 from conftest import unet_inputs, unet_out

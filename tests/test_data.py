@@ -9,14 +9,7 @@ import pytest
 import torch
 
 from cav_core import data
-from cav_core.data import (
-    fit_frames,
-    frames_from_images,
-    frames_to_model,
-    load_video_clip,
-    model_to_frames,
-    random_patch_crops,
-)
+from cav_core.data import fit_frames, frames_from_images, load_video_clip, random_patch_crops
 from cav_core.errors import CavError, InputError, VideoReadError
 from cav_core.toyworld.clips import render_clip, straight_clip
 from cav_core.video_io import write_video
@@ -109,7 +102,7 @@ def test_in_memory_file_reads_like_the_path(videos, kind):
 def test_frames_in_memory_are_picked_like_a_file(videos, src32, kw):
     """clip_from_frames (a VIDEO made of frames) takes the frames load_video_clip takes from the
     same clip as a file: same times, same nearest-frame rule, same fit."""
-    from cav_core.video_io import read_video
+    from video_reader import read_video
 
     # the mp4's timestamps are exact multiples of 1/16 s (a GIF's are rounded to 1/100 s), and
     # both routes decode with the same frame_to_rgb: the picks can be compared exactly
@@ -277,18 +270,3 @@ def test_random_patch_crops():
             random_patch_crops(frames, 2, bad)
     with pytest.raises(InputError):
         random_patch_crops(frames, 0)
-
-
-def test_model_layout_roundtrip():
-    f = torch.rand(5, 8, 12, 3)
-    x = frames_to_model(f)
-    assert x.shape == (1, 3, 5, 8, 12) and x.min() >= -1 and x.max() <= 1
-    assert torch.allclose(model_to_frames(x)[0], f, atol=1e-6)
-    batch = torch.rand(2, 5, 8, 12, 3)
-    assert frames_to_model(batch).shape == (2, 3, 5, 8, 12)
-    assert torch.allclose(model_to_frames(frames_to_model(batch)), batch, atol=1e-6)
-    assert model_to_frames(torch.full((1, 3, 1, 2, 2), 3.0)).max() == 1.0
-    with pytest.raises(InputError):
-        frames_to_model(torch.rand(8, 8, 3))
-    with pytest.raises(InputError):
-        model_to_frames(torch.rand(3, 5, 8, 8))

@@ -22,7 +22,7 @@ import torch
 from cav_core import cli
 from cav_core.data import load_video_clip
 from cav_core.errors import InputError
-from cav_core.video_io import read_video
+from video_reader import read_video
 
 RED, GREEN, WHITE, BLACK = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
 TOL = 0.12  # lossy chroma and resizing blur the edges of the card's blocks a little

@@ -2,7 +2,7 @@
 
 Random byte strings (some behind a real magic number: GIF, EBML, mp4 ``ftyp``, PNG,
 pickle, a safetensors header length) and random truncations of valid files go to the
-video readers (``data.load_video_clip``, ``video_io.read_video``) and the LoRA loaders
+video readers (``data.load_video_clip``, tests/video_reader.py's ``read_video``) and the LoRA loaders
 (``adapter_files.load_adapter``, ``lora_convert.load_any_lora``). Every call must raise
 a :class:`cav_core.errors.CavError` subclass: not succeed, not raise anything else,
 not unpickle anything, and not take long. The cases run in a child process with a
@@ -60,7 +60,8 @@ def _valid_files(folder: Path) -> list[Path]:
     import torch
     from safetensors.torch import save_file
 
-    from cav_core.adapter_files import AdapterFile, TokenEmbeddings, save_adapter
+    from cav_core.adapter_files import AdapterFile, save_adapter
+    from cav_core.textual_inversion import TokenEmbeddings
     from cav_core.adapters import LoraWeights
     from cav_core.video_io import write_video
 
@@ -116,7 +117,7 @@ def _run(folder: Path) -> dict:
     from cav_core.data import load_video_clip
     from cav_core.errors import CavError
     from cav_core.lora_convert import load_any_lora
-    from cav_core.video_io import read_video
+    from video_reader import read_video
 
     def no_unpickling(*a, **k):
         raise RuntimeError("UNPICKLED: a loader unpickled a file")

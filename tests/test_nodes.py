@@ -2,8 +2,9 @@
 pretrained toy model is in the checkout, the same architecture with random weights).
 
 The pack is imported the way ComfyUI imports it (its folder's __init__.py as a package);
-outside ComfyUI the nodes use the small V3 stand-in in ``nodes/_standin.py``, and the
-ComfyUI hooks of ``nodes/comfy_bridge.py`` are exercised with fake ``comfy`` modules.
+outside ComfyUI the nodes use the small V3 stand-in ``tests/comfy_standin.py`` (put into
+``sys.modules``), and the ComfyUI hooks of ``nodes/comfy_bridge.py`` are exercised with fake
+``comfy`` modules.
 The real server is tested in test_comfyui_server.py (``pytest -m comfyui``)."""
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ def test_load_reference_video_video_input_from_components(comfy_root):
     from fractions import Fraction
 
     from cav_core.errors import InputError
-    from cav_core.video_io import read_video
+    from video_reader import read_video
 
     clip = bridge.bundled_clips()["zigzag"]
     by_path, _, _ = run("LoadReferenceVideo", **{**CLIP_ARGS, "video": "circle"}, path=str(clip))

@@ -22,7 +22,7 @@ from cav_core.adapter_files import load_adapter, read_safetensors
 from cav_core.layers import spatial_attention_modules, temporal_attention_modules, temporal_modules
 from cav_core.lora_convert import SKIP_FF, SKIP_PROJ, SKIP_TEXT
 from cav_core.realarch import MODEL_INDEX, TOKENIZER_CONFIG
-from cav_core.video_io import read_video
+from video_reader import read_video
 from real_arch import APPEARANCE, FULL, NEW, cli_pipeline, kohya_sd21_lora, lora_values, motiondirector_lora
 
 SIZE, FRAMES, STEPS = 64, 4, 2  # 64 px: the least that four UNet levels of an 8x VAE allow

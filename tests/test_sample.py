@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from cav_core import sample
-from cav_core.adapter_files import TokenEmbeddings
-from cav_core.adapters import LoraWeights, attached_loras
+from cav_core import codec, sample
+from cav_core.textual_inversion import TokenEmbeddings
+from cav_core.adapters import LoraWeights, switchable_loras
 from cav_core.errors import InputError
 from cav_core.layers import temporal_attention_modules
 from conftest import unet_inputs
@@ -89,9 +89,9 @@ def test_two_loras_at_strengths_equal_one_adapter_with_the_summed_delta(tiny):
     combined = LoraWeights(role="temporal", tensors=tensors, alphas=alphas)
     x, t, ctx = unet_inputs(tiny)
     for merge in (False, True):
-        with torch.no_grad(), attached_loras(unet, [(l1, a), (l2, b)], merge=merge):
+        with torch.no_grad(), switchable_loras(unet, [(l1, a), (l2, b)], merge=merge):
             two = unet(x, t, encoder_hidden_states=ctx).sample
-        with torch.no_grad(), attached_loras(unet, [(combined, 1.0)], merge=merge):
+        with torch.no_grad(), switchable_loras(unet, [(combined, 1.0)], merge=merge):
             one = unet(x, t, encoder_hidden_states=ctx).sample
         assert torch.allclose(two, one, atol=1e-5), merge
 
@@ -117,7 +117,7 @@ def test_inversion_shape_and_determinism(tiny):
     a = sample.invert_video(tiny, frames, PROMPT, steps=3)
     assert a.shape == (1, 4, 4, 8, 8)
     assert torch.equal(a, sample.invert_video(tiny, frames, PROMPT, steps=3))
-    assert not torch.equal(a, sample.encode_frames(tiny.base, frames))
+    assert not torch.equal(a, codec.encode_frames(tiny.base, frames))
 
 
 def test_textual_inversion_tokens_change_only_their_positions(tiny):
@@ -125,8 +125,8 @@ def test_textual_inversion_tokens_change_only_their_positions(tiny):
     n_before = len(tok)
     te = TokenEmbeddings(("<cav-0>", "<cav-1>"), torch.randn(2, 64))
     h = tiny.with_tokens(te)
-    with_tokens = sample.text_embeddings(h, ["a <cav-0> <cav-1> circle"])
-    plain = sample.text_embeddings(tiny, ["a red red circle"])
+    with_tokens = codec.text_embeddings(h, ["a <cav-0> <cav-1> circle"])
+    plain = codec.text_embeddings(tiny, ["a red red circle"])
     assert len(tok) == n_before  # the shared tokenizer is not extended
     assert torch.allclose(with_tokens[0, 0], plain[0, 0])  # BOS comes before the tokens (causal)
     assert torch.allclose(with_tokens[0, 1], plain[0, 1])  # "a"
@@ -210,7 +210,7 @@ def test_a_cond_only_lora_is_left_out_of_the_unconditional_branch(tiny, merge):
     sched = sample.make_scheduler("ddim", tiny.base.scheduler_config)
     sched.set_timesteps(2)
     x = sample.seed_noise(0, tuple(split.shape[1:]))[None] * sched.init_noise_sigma
-    cond, uncond = sample.text_embeddings(tiny, [PROMPT]), sample.text_embeddings(tiny, [""])
+    cond, uncond = codec.text_embeddings(tiny, [PROMPT]), codec.text_embeddings(tiny, [""])
     with torch.no_grad():
         for t in sched.timesteps:
             eps_u = unet(x, t, encoder_hidden_states=uncond).sample

@@ -344,7 +344,7 @@ def test_motion_fidelity_still_and_nan():
 
 
 def test_bundled_reference_clips_match_generator():
-    from cav_core.video_io import read_video
+    from video_reader import read_video
 
     for name in ("circle", "zigzag", "bounce"):
         mp4 = clips.ASSETS_DIR / f"{name}.mp4"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cav_core import train
-from cav_core.adapters import add_trainable_lora, attached_loras, lora_layers
+from cav_core.adapters import add_trainable_lora, lora_layers, switchable_loras
 from cav_core.errors import InputError
 from cav_core.layers import spatial_attention_modules, temporal_attention_modules
 from conftest import unet_inputs
@@ -57,8 +57,8 @@ def test_temporal_lora_touches_only_temporal_attention_and_drops_the_absorber(ti
 def test_frozen_absorber_stays_active_while_the_t_lora_trains(tiny, absorber):
     # peft re-activates adapters on injection; the absorber must still shape the output.
     x, t, ctx = unet_inputs(tiny)
-    with torch.no_grad(), attached_loras(tiny.base.unet, [(absorber.lora, 1.0)]) as unet:
-        want = unet(x, t, encoder_hidden_states=ctx).sample
+    with torch.no_grad(), switchable_loras(tiny.base.unet, [(absorber.lora, 1.0)]) as switch:
+        want = switch.unet(x, t, encoder_hidden_states=ctx).sample
     for merge in (True, False):
         with torch.no_grad(), tiny.with_lora(absorber.lora).applied(merge=merge) as unet:
             add_trainable_lora(unet, "temporal", 2, 2.0, "t")  # B = 0: no change yet
@@ -195,7 +195,7 @@ def test_min_timestep_keeps_the_temporal_stage_on_high_noise(tiny, frames, monke
 def test_the_t_lora_trains_on_the_clip_and_its_hue_rotations_each_with_its_caption(tiny, frames, absorber,
                                                                                     monkeypatch):
     from cav_core.recolor import ROTATIONS, rotate_frames
-    from cav_core.sample import encode_frames, text_embeddings
+    from cav_core.codec import encode_frames, text_embeddings
 
     jobs = []
     real = train.run_training

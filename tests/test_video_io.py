@@ -10,7 +10,8 @@ import pytest
 from cav_core.errors import CavError, InputError, VideoReadError
 from cav_core.toyworld import measures
 from cav_core.toyworld.clips import straight_clip
-from cav_core.video_io import frames_to_uint8, read_video, write_video
+from cav_core.video_io import frames_to_uint8, write_video
+from video_reader import read_video
 
 
 @pytest.fixture(scope="module")

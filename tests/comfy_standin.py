@@ -1,13 +1,17 @@
-"""A minimal stand-in for ``comfy_api.latest`` (``io`` and ``ComfyExtension``), used only
-when the nodes are imported *outside* ComfyUI: by the pack's own tests and by scripts that
-call nodes directly or build the example workflows. It implements the small subset of the
-V3 schema API (and of ``ui``) these nodes use, with the same names and keyword arguments, so a node module
-is written once against the real API. Inside ComfyUI the real ``comfy_api.latest`` is
-always used (see ``_io.py``); the server test checks the real one end to end."""
+"""A minimal stand-in for ``comfy_api.latest`` (``io``, ``ui`` and ``ComfyExtension``), for the
+pack's tests and the scripts that build the example workflows: :func:`install` puts it into
+``sys.modules`` as ``comfy_api.latest`` (tests/conftest.py and ``comfy_helpers.load_pack`` call
+it), so the production nodes import one API either way. It implements the small subset of
+the V3 schema API (and of ``ui``) these nodes use, with the same names and keyword
+arguments. Inside ComfyUI the real ``comfy_api.latest`` is always used (``nodes/_io.py``);
+the server test checks the real one end to end."""
 
 from __future__ import annotations
 
 import enum
+import importlib.util
+import sys
+import types
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -210,3 +214,15 @@ class _UiNamespace:
 
 
 ui = _UiNamespace()
+
+
+def install() -> None:
+    """Make ``import comfy_api.latest`` give this stand-in, unless a real ComfyUI API is
+    loaded or importable (then the real one is used)."""
+    if "comfy_api.latest" in sys.modules or importlib.util.find_spec("comfy_api") is not None:
+        return
+    package, latest = types.ModuleType("comfy_api"), types.ModuleType("comfy_api.latest")
+    package.__path__ = []  # a package, so ``comfy_api.latest`` imports
+    latest.io, latest.ui, latest.ComfyExtension = io, ui, ComfyExtension
+    package.latest = latest
+    sys.modules["comfy_api"], sys.modules["comfy_api.latest"] = package, latest
