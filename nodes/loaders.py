@@ -181,18 +181,27 @@ class LoadCAVAdapter(io.ComfyNode):
         return io.NodeOutput(load_adapter_file(bridge.resolve_lora(lora_name), foreign_role, unet))
 
 
-def save_numbered(folder: Path, prefix: str, adapter) -> Path:
-    """``folder/prefix_00001.safetensors``, the next free number; never overwrites (the write
-    is atomic and refuses an existing name, so a race just takes the next number)."""
-    from cav_core.adapter_files import save_adapter
+def check_prefix(prefix: str, what: str = "filename_prefix") -> str:
+    """``prefix`` as a name inside the save folder (may hold subfolders), or InputError."""
     from cav_core.errors import InputError
 
     prefix = prefix.strip().replace("\\", "/") or "cav/adapter"
     if prefix.startswith("/") or ".." in Path(prefix).parts:
-        raise InputError(f"filename_prefix {prefix!r} must stay inside the folder (no absolute path, no '..')")
-    base = folder / prefix
-    for i in range(1, 100000):
-        p = base.with_name(f"{base.name}_{i:05d}.safetensors")
+        raise InputError(f"{what} {prefix!r} must stay inside the folder (no absolute path, no '..')")
+    return prefix
+
+
+def save_numbered(folder: Path, prefix: str, adapter, suffix: str = "", first: int = 1,
+                  what: str = "filename_prefix") -> Path:
+    """``folder/prefix_00001{suffix}.safetensors``, the next free number from ``first``; never
+    overwrites (the write is atomic and refuses an existing name, so a race just takes the
+    next number)."""
+    from cav_core.adapter_files import save_adapter
+    from cav_core.errors import InputError
+
+    base = folder / check_prefix(prefix, what)
+    for i in range(first, 100000):
+        p = base.with_name(f"{base.name}_{i:05d}{suffix}.safetensors")
         if p.exists():
             continue
         try:
@@ -201,7 +210,27 @@ def save_numbered(folder: Path, prefix: str, adapter) -> Path:
             if p.exists():
                 continue
             raise
-    raise InputError(f"no free file name for {base}_NNNNN.safetensors")
+    raise InputError(f"no free file name for {base}_NNNNN{suffix}.safetensors")
+
+
+def snapshot_saver(folder: Path, prefix: str):
+    """A snapshot destination for cav_core (``save(step, adapter) -> path``): one run's
+    snapshots share a run number no earlier file uses, ``prefix_00003_step00100.safetensors``,
+    ``prefix_00003_step00200.safetensors``..., so they sort together in Load T-LoRA / Absorber.
+    Saved through :func:`save_numbered`: a name taken meanwhile takes the next number."""
+    from cav_core.fileutil import glob_escape
+
+    base = folder / check_prefix(prefix, "snapshot_prefix")
+    run: list[int] = []
+
+    def save(step: int, adapter) -> Path:
+        if not run:
+            taken = (base.parent.glob(f"{glob_escape(base.name)}_{i:05d}_step*.safetensors") for i in range(1, 100000))
+            run.append(next(i for i, files in enumerate(taken, 1) if next(files, None) is None))
+        return save_numbered(folder, prefix, adapter, suffix=f"_step{step:05d}", first=run[0],
+                             what="snapshot_prefix")
+
+    return save
 
 
 class SaveCAVAdapter(io.ComfyNode):
