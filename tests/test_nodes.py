@@ -494,8 +494,8 @@ def test_compare_motion_scores_motion_only(frames):
         out = N["CompareMotion"].execute(reference=frames, generated=other)
     (score,) = out.args
     assert isinstance(score, float) and score > 0.8
-    assert out.ui["text"] == [f"motion score {score:+.2f} (1 = same motion, 0 = unrelated, -1 = opposite; "
-                              "measures motion only)"]
+    assert out.ui.as_dict()["text"] == (f"motion score {score:+.2f} (1 = same motion, 0 = unrelated, -1 = "
+                                        "opposite; measures motion only)",)  # ui.PreviewText
     still = frames[:1].expand(8, -1, -1, -1)
     (zero,) = run("CompareMotion", reference=frames, generated=still)
     assert zero == 0.0
