@@ -599,7 +599,8 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                     "size": [int(frames.shape[1]), int(frames.shape[2])],
                     "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
                     "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id,
-                    "defaults": d.name, "rank": rank if kind != "ti" else None, "alpha": alpha if kind != "ti" else None,
+                    "defaults": d.name, "rank": rank if kind != "ti" else None,
+                    "alpha": alpha if kind != "ti" else None,
                     "num_tokens": num_tokens if kind != "lora" else None, "batch_size": batch_size,
                     **_snapshot_info(snapshot)}
             lora = (extract_lora(unet, "cav_absorber", "spatial", base_model=c.model_id, info={"rank": rank})
