@@ -298,7 +298,7 @@ def test_cancel_stops_training_leaves_no_file_and_server_healthy(server, toy_run
     prompt[sid]["inputs"]["steps"] = 2
     entry = server.wait(server.queue(prompt), timeout=300)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
-    assert len(lora_files(server)) == len(before) + 1
+    assert len(lora_files(server, snapshots=True)) == len(before) + 1
 
 
 def test_pick_the_best_snapshot_workflow(server, object_info):
