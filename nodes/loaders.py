@@ -159,7 +159,8 @@ class LoadCAVAdapter(io.ComfyNode):
             inputs=[
                 io.Combo.Input("lora_name", options=bridge.lora_names(),
                                tooltip="A .safetensors file in models/loras, or one saved to output/loras "
-                                       "(marked [output])."),
+                                       "(marked [output]), training snapshots included (e.g. cav/snapshots/"
+                                       "temporal_lora_00001_step00300). Press R to list new files."),
                 io.Combo.Input("foreign_role", options=["spatial", "temporal", "auto"], default="spatial",
                                tooltip="Only for LoRAs not made by this pack: keep their spatial layers (image / "
                                        "style LoRAs, absorbers), their temporal layers (MotionDirector motion "
