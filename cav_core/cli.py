@@ -166,28 +166,66 @@ def _save_result(args: argparse.Namespace, out: Path, ckpt: Path, adapter) -> Pa
     return written
 
 
+def _snapshots_flag(args: argparse.Namespace) -> int:
+    """--snapshot-every, checked before the model loads (against --steps when given; against the
+    model's default steps again by the training itself)."""
+    from .snapshots import check_snapshot_every
+
+    steps = args.steps if isinstance(args.steps, int) and args.steps >= 1 else 100_000
+    return check_snapshot_every(args.snapshot_every, steps, "--snapshot-every")
+
+
+def _snapshot_printer(label: str):
+    def show(shot) -> None:
+        print(f"{label} snapshot: {shot.line()}", flush=True)
+
+    return show
+
+
+def _snapshot_count(every: int, steps: int | None) -> int:
+    """How many snapshots a run takes (for the disk check; unknown default steps: a guess of 5)."""
+    from .snapshots import snapshot_steps
+
+    return len(snapshot_steps(every, steps)) if every and steps else 5 if every else 0
+
+
+def _print_snapshots(adapter) -> None:
+    """The list of snapshot files, with their motion scores when validating."""
+    shots = adapter.info.get("snapshots")
+    if shots is None:
+        return
+    print(f"snapshots ({len(shots)}):")
+    for s in shots:
+        score = "" if s["motion_score"] is None else f"  motion score {s['motion_score']:+.3f}"
+        print(f"  step {s['step']:>6}  {s['file']}{score}")
+
+
 def cmd_train_absorber(args: argparse.Namespace) -> int:
     from .fileutil import check_output_path
     from .train import expected_adapter_bytes, train_appearance_absorber
 
     out = _out_path(args.out, args.overwrite)
     crop = _crop_range(args.crop_range)
+    every = _snapshots_flag(args)
     handle = load_model(args)
     out, ckpt, lock = _claim(args, out)
     try:
         frames = _frames(args, handle)
         size = expected_adapter_bytes(handle, "spatial" if args.kind != "ti" else None, args.rank,
                                       args.tokens if args.kind != "lora" else 0)
-        check_output_path(out, size * 4, "--out")  # the adapter and its checkpoint (weights + AdamW state)
+        # the adapter, its checkpoint (weights + AdamW state) and the snapshots
+        check_output_path(out, size * (4 + _snapshot_count(every, args.steps)), "--out")
         absorber = train_appearance_absorber(
             handle, frames, args.prompt, kind=args.kind, steps=args.steps, rank=args.rank, num_tokens=args.tokens,
             init_word=args.init_word, crop_range=crop, lora_lr=args.lr, ti_lr=args.ti_lr, seed=args.seed,
             progress=_progress("absorber step"), checkpoint_dir=ckpt, resume=args.resume,
-            height=frames.shape[1], width=frames.shape[2])
+            height=frames.shape[1], width=frames.shape[2], snapshot_every=every, snapshot_to=out,
+            on_snapshot=_snapshot_printer("absorber"))
         written = _save_result(args, out, ckpt, absorber)
     finally:
         lock.release()
     print(f"wrote {written} (absorber: {absorber.info['kind']}, final loss {absorber.info['final_loss']:.4f})")
+    _print_snapshots(absorber)
     return 0
 
 
@@ -197,22 +235,28 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
     from .train import expected_adapter_bytes, train_temporal_lora
 
     out = _out_path(args.out, args.overwrite)
+    every = _snapshots_flag(args)
+    if args.validation_prompt and not every:
+        raise InputError("--validation-prompt is sampled at each snapshot: give --snapshot-every N too")
     handle = load_model(args)
     absorber = load_any_lora(args.absorber, unet=handle.base.unet, role="spatial") if args.absorber else None
     out, ckpt, lock = _claim(args, out)
     try:
         frames = _frames(args, handle)
-        check_output_path(out, expected_adapter_bytes(handle, "temporal", args.rank) * 4, "--out")
+        check_output_path(out, expected_adapter_bytes(handle, "temporal", args.rank)
+                          * (4 + _snapshot_count(every, args.steps)), "--out")
         tlora = train_temporal_lora(
             handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
             seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
             resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor),
-            height=frames.shape[1], width=frames.shape[2])
+            height=frames.shape[1], width=frames.shape[2], snapshot_every=every, snapshot_to=out,
+            validation_prompt=args.validation_prompt, on_snapshot=_snapshot_printer("temporal"))
         written = _save_result(args, out, ckpt, tlora)
     finally:
         lock.release()
     print(f"wrote {written} (T-LoRA rank {tlora.info['rank']}, {tlora.lora.num_params:,} parameters, "
           f"final loss {tlora.info['final_loss']:.4f})")
+    _print_snapshots(tlora)
     return 0
 
 
@@ -346,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help=PER_MODEL)
     train.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT.checkpoint next to --out")
     train.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint folder")
+    train.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                       help="also save the adapter every N steps and at the end, next to --out as "
+                            "OUT_step00300.safetensors, to pick the best one (default 0: no snapshots)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("info", parents=[common], help="load a model, print what was found and the defaults it takes")
     p = sub.add_parser("train-absorber", parents=[common, video, size, train],
@@ -371,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "skipped where that would make the caption false (default: on for the toy model, where "
                         "it was measured, off for other models)")
     p.add_argument("--no-recolor", dest="recolor", action="store_const", const="off", help="same as --recolor off")
+    p.add_argument("--validation-prompt", default=None,
+                   help="with --snapshot-every: sample this prompt at each snapshot (same seed and noise each "
+                        "time) and print its motion score against the reference (cav_core.metrics)")
     p = sub.add_parser("generate", parents=[common, size], help="sample a video (T-LoRAs and spatial LoRAs applied)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")

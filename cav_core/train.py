@@ -43,6 +43,7 @@ from .handle import ModelHandle, with_adapter
 from .progress import Eta
 from .recolor import hue_rotated_views, recolor_skip_reason
 from .sample import ProgressFn, check_seed, denoise, latent_size, seed_noise
+from .snapshots import Snapshot, SnapshotDest, Snapshots, check_snapshot_every
 from .textual_inversion import (TokenEmbeddings, default_init_word, encode_text, init_embeddings, placeholder_names,
                                 tokenize, with_placeholders)
 
@@ -83,6 +84,7 @@ class TrainJob:
     min_timestep: int = 0  # train only on noise levels from here up (where layout and motion form)
     losses: list[float] = field(default_factory=list)
     weight_decay: float | None = None  # None: the model's default (cav_core/defaults.py)
+    snapshots: Snapshots | None = None  # saves the adapter every N steps (cav_core/snapshots.py)
 
     def __post_init__(self) -> None:
         d = profile_for(getattr(self.unet, "config", {}))
@@ -341,13 +343,18 @@ def run_training(job: TrainJob) -> list[float]:
                 opt.step()
                 job.losses.append(round(loss.item(), 6))
                 done_here += 1
+                # Before the checkpoint of the same step: a run killed between the two finds the
+                # snapshot again when it resumes (cav_core/snapshots.py), none is skipped.
+                shot = _take_snapshot(job, step + 1, params)
                 if job.checkpoint_dir and (step + 1) % job.checkpoint_every == 0 and step + 1 < job.steps \
                         and _finite(params):  # never replace a good checkpoint by diverged weights
                     _save_checkpoint(job, opt, step + 1)
                     saved = step + 1
                 info: dict[str, Any] = {"stage": job.stage, "loss": job.losses[-1],
                                         "eta_s": eta.seconds_left(done_here, job.steps - step - 1)}
-                if job.validate is not None and job.validate_every and (step + 1) % job.validate_every == 0:
+                if shot is not None:
+                    info["preview"] = shot  # the snapshot's validation sample: not drawn twice
+                elif job.validate is not None and job.validate_every and (step + 1) % job.validate_every == 0:
                     unet.eval()
                     info["preview"] = job.validate()
                     unet.train()
@@ -379,6 +386,18 @@ def run_training(job: TrainJob) -> list[float]:
         except OutputError as e:  # the trained weights are still in memory: the caller may save them
             raise OutputError(f"{e}; {_kept(job, saved)}") from None
     return job.losses
+
+
+def _take_snapshot(job: TrainJob, step: int, params: list[torch.Tensor]) -> torch.Tensor | None:
+    """The snapshot hook at ``step``, if one is due (never of diverged weights); returns its
+    validation sample, if it drew one."""
+    if job.snapshots is None or not job.snapshots.due(step) or not _finite(params):
+        return None
+    job.unet.eval()
+    try:
+        return job.snapshots(step)
+    finally:
+        job.unet.train()
 
 
 def _broken_inputs(unet: nn.Module, trainable: list[torch.Tensor], x0: torch.Tensor, cond: torch.Tensor) -> str:
@@ -458,6 +477,24 @@ def _fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:20]
 
 
+def _check_snapshots(every: int, steps: int, dest: SnapshotDest | None) -> int:
+    every = check_snapshot_every(every, steps)
+    if every and dest is None:
+        raise InputError("snapshot_every is set but there is no snapshot destination (snapshot_to): give the "
+                         "output file the snapshots go next to")
+    return every
+
+
+def _snapshot_hook(every: int, steps: int, dest: SnapshotDest | None, adapter_at: Callable[[dict], AdapterFile],
+                   run_id: str, **kw: Any) -> Snapshots | None:
+    return Snapshots(every, steps, dest, adapter_at, run_id, **kw) if every else None
+
+
+def _snapshot_info(snapshot: dict | None) -> dict:
+    """A snapshot's adapter info holds the final file's info plus this (cav_core/snapshots.py)."""
+    return {"snapshot": snapshot} if snapshot is not None else {}
+
+
 def _as_dir(path: str | os.PathLike | None) -> Path | None:
     if path is None:
         return None
@@ -479,12 +516,19 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
                               progress: ProgressFn | None = None, checkpoint_dir: str | os.PathLike | None = None,
                               resume: bool = False, alpha: float | None = None,
                               batch_size: int | None = None, height: int | None = None,
-                              width: int | None = None) -> AdapterFile:
+                              width: int | None = None, snapshot_every: int = 0,
+                              snapshot_to: SnapshotDest | None = None,
+                              on_snapshot: Callable[[Snapshot], None] | None = None) -> AdapterFile:
     """Stage 1: learn the reference's appearance (S-LoRA and/or tokens) from unordered frames.
 
     Settings left None take the model's defaults (:mod:`cav_core.defaults`).
     ``height``/``width``: the training size (default: the model's native size); a smaller
-    one trains a large model faster and in less memory."""
+    one trains a large model faster and in less memory.
+
+    ``snapshot_every``: also save the absorber every that many steps and at the end, to
+    ``snapshot_to`` (:mod:`cav_core.snapshots`; 0 = off); ``on_snapshot`` is told of each.
+    Absorber snapshots are not sampled: with the temporal layers bypassed there is no motion
+    to score."""
     from .data import random_patch_crops
 
     d = profile_for(handle)
@@ -503,6 +547,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
     alpha = float(rank if alpha is None else alpha) if kind != "ti" else 0.0
     batch_size = int(batch_size or d["absorber.batch_size"])
     seed = check_seed(seed)
+    snapshot_every = _check_snapshots(snapshot_every, steps, snapshot_to)
     frames = _prepare_frames(handle, frames, height, width)
     check_training_memory(handle.base, 1, frames.shape[1], frames.shape[2], batch_size, stage="absorber")
     c = handle.base
@@ -549,21 +594,31 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
             groups.append({"params": params, "lr": lora_lr})
         if tokens is not None:
             groups.append({"params": [tokens.embeddings], "lr": ti_lr})
+
+        def result(losses: list[float], snapshot: dict | None = None) -> AdapterFile:
+            info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "kind": kind,
+                    "size": [int(frames.shape[1]), int(frames.shape[2])],
+                    "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
+                    "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id,
+                    "defaults": d.name, "rank": rank if kind != "ti" else None,
+                    "alpha": alpha if kind != "ti" else None,
+                    "num_tokens": num_tokens if kind != "lora" else None, "batch_size": batch_size,
+                    **_snapshot_info(snapshot)}
+            lora = (extract_lora(unet, "cav_absorber", "spatial", base_model=c.model_id, info={"rank": rank})
+                    if kind in ("lora", "both") else None)
+            held = TokenEmbeddings(tokens.tokens, tokens.embeddings.detach().clone()) if tokens is not None else None
+            return AdapterFile(kind="absorber", lora=lora, tokens=held, base_model=c.model_id, info=info,
+                               base_model_name=c.name)
+
         job = TrainJob("absorber", unet, groups, batch, steps, c.scheduler_config, seed, fingerprint, progress,
                        _as_dir(checkpoint_dir), resume=resume)
-        losses = run_training(job)
-        info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "kind": kind,
-                "size": [int(frames.shape[1]), int(frames.shape[2])],
-                "crop_range": list(crop_range), "lora_lr": lora_lr, "ti_lr": ti_lr, "init_word": init_word,
-                "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "base_model": c.model_id,
-                "defaults": d.name, "rank": rank if kind != "ti" else None, "alpha": alpha if kind != "ti" else None,
-                "num_tokens": num_tokens if kind != "lora" else None, "batch_size": batch_size}
-        lora = (extract_lora(unet, "cav_absorber", "spatial", base_model=c.model_id, info={"rank": rank})
-                if kind in ("lora", "both") else None)
-    if tokens is not None:
-        tokens = TokenEmbeddings(tokens.tokens, tokens.embeddings.detach().clone())
-    return AdapterFile(kind="absorber", lora=lora, tokens=tokens, base_model=c.model_id, info=info,
-                       base_model_name=c.name)
+        job.snapshots = _snapshot_hook(snapshot_every, steps, snapshot_to, lambda extra: result(job.losses, extra),
+                                       fingerprint, on_snapshot=on_snapshot)
+        absorber = result(run_training(job))
+        if job.snapshots is not None:
+            job.snapshots.finish()
+            absorber.info["snapshots"] = job.snapshots.records()
+    return absorber
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -653,7 +708,9 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         resume: bool = False, alpha: float | None = None, validation_steps: int | None = None,
                         validation_guidance: float | None = None, min_timestep: int | None = None,
                         recolor: bool | None = None, height: int | None = None,
-                        width: int | None = None) -> AdapterFile:
+                        width: int | None = None, snapshot_every: int = 0,
+                        snapshot_to: SnapshotDest | None = None,
+                        on_snapshot: Callable[[Snapshot], None] | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
 
     Settings left None take the model's defaults (:mod:`cav_core.defaults`); the file's info
@@ -673,6 +730,11 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     appearance, which the T-LoRA should not learn (docs/EXPERIMENTS.md §1).
 
     ``height``/``width``: the training size (default: the model's native size).
+
+    ``snapshot_every``: also save the T-LoRA every that many steps and at the end, to
+    ``snapshot_to`` (:mod:`cav_core.snapshots`; 0 = off); with a ``validation_prompt`` each
+    snapshot is sampled with the same seed and noise and gets the motion score of that sample
+    against ``frames``. ``on_snapshot`` is told of each :class:`~cav_core.snapshots.Snapshot`.
     """
     d = profile_for(handle)
     caption = _check_caption(caption, "caption")
@@ -688,6 +750,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     validation_steps = d.resolve("temporal.validation_steps", validation_steps)
     validation_guidance = d.resolve("temporal.validation_guidance", validation_guidance)
     seed = check_seed(seed)
+    snapshot_every = _check_snapshots(snapshot_every, steps, snapshot_to)
     check_absorber(handle, absorber)
     frames = _prepare_frames(handle, frames, height, width)
     _warn_if_still(frames)
@@ -733,17 +796,30 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     with work.applied(merge=True) as unet:
         with seeded(seed):
             params = add_trainable_lora(unet, "temporal", rank, alpha, "cav_temporal")
+
+        def result(losses: list[float], snapshot: dict | None = None) -> AdapterFile:
+            info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr,
+                    "rank": rank, "min_timestep": min_timestep, "alpha": alpha, "defaults": d.name,
+                    "size": [int(frames.shape[1]), int(frames.shape[2])],
+                    "recolor": f"off: {skipped}" if skipped else "on" if recolor else "off",
+                    "trained_captions": texts,
+                    "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
+                    "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))),
+                    "frames": int(frames.shape[0]), **_snapshot_info(snapshot)}
+            lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
+            return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info,
+                               base_model_name=c.name)
+
         job = TrainJob("temporal", unet, [{"params": params, "lr": lr}], batch, steps, c.scheduler_config, seed,
                        fingerprint, progress, _as_dir(checkpoint_dir), resume=resume, validate=validate,
                        validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)),
                        min_timestep=min_timestep)
-        losses = run_training(job)
-        info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr, "rank": rank,
-                "min_timestep": min_timestep, "alpha": alpha, "defaults": d.name,
-                "size": [int(frames.shape[1]), int(frames.shape[2])],
-                "recolor": f"off: {skipped}" if skipped else "on" if recolor else "off",
-                "trained_captions": texts,
-                "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
-                "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(frames.shape[0])}
-        lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
-    return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info, base_model_name=c.name)
+        # The snapshots of a run with another validation (prompt, steps, guidance) are not this run's.
+        run_id = _fingerprint(fingerprint, validation_prompt, validation_steps, validation_guidance)
+        job.snapshots = _snapshot_hook(snapshot_every, steps, snapshot_to, lambda extra: result(job.losses, extra),
+                                       run_id, sample=validate, reference=frames, on_snapshot=on_snapshot)
+        tlora = result(run_training(job))
+        if job.snapshots is not None:
+            job.snapshots.finish()
+            tlora.info["snapshots"] = job.snapshots.records()
+    return tlora

@@ -221,7 +221,8 @@ class LoadCAVAdapter(io.ComfyNode):
             inputs=[
                 io.Combo.Input("lora_name", options=bridge.lora_names(),
                                tooltip="A .safetensors file in models/loras, or one saved to output/loras "
-                                       "(marked [output])."),
+                                       "(marked [output]), training snapshots included (e.g. cav/snapshots/"
+                                       "temporal_lora_00001_step00300). Press R to list new files."),
                 io.Combo.Input("foreign_role", options=["spatial", "temporal", "auto"], default="spatial",
                                tooltip="Only for LoRAs not made by this pack: keep their spatial layers (image / "
                                        "style LoRAs, absorbers), their temporal layers (MotionDirector motion "
@@ -243,21 +244,49 @@ class LoadCAVAdapter(io.ComfyNode):
         return io.NodeOutput(load_adapter_file(bridge.resolve_lora(lora_name), foreign_role, unet))
 
 
-def save_numbered(folder: Path, prefix: str, adapter) -> Path:
-    """``folder/prefix_00001.safetensors``, the next free number; never overwrites and never
-    leaves ``folder`` (the prefix is cleaned by :func:`cav_core.fileutil.safe_output_path`; the
-    write is atomic and refuses an existing name, so a race just takes the next number)."""
-    from cav_core.adapter_files import save_adapter
+def prefixed_path(folder: Path, prefix: str, what: str = "filename_prefix") -> Path:
+    """``folder/prefix.safetensors``; never leaves ``folder`` (the prefix is cleaned by
+    :func:`cav_core.fileutil.safe_output_path`). Called before training, so a bad prefix fails
+    before the run, not at its first save."""
     from cav_core.errors import InputError
     from cav_core.fileutil import safe_output_path
 
     try:
         path = safe_output_path(folder, prefix.strip() or "cav/adapter", ".safetensors", unique=False)
     except InputError as e:
-        raise InputError(f"filename_prefix {prefix!r} must be a name inside the folder {folder}: {e}") from None
+        raise InputError(f"{what} {prefix!r} must be a name inside the folder {folder}: {e}") from None
     if path.suffix.lower() != ".safetensors":  # a prefix like 'run.mp4' keeps its dot: run.mp4_00001.safetensors
         path = path.with_name(f"{path.name}.safetensors")
-    return save_adapter(path, adapter, numbered=True)
+    return path
+
+
+def save_numbered(folder: Path, prefix: str, adapter) -> Path:
+    """``folder/prefix_00001.safetensors``, the next free number (fileutil's one numbering); the
+    write is atomic and refuses an existing name, so a race just takes the next number."""
+    from cav_core.adapter_files import save_adapter
+
+    return save_adapter(prefixed_path(folder, prefix), adapter, numbered=True)
+
+
+def snapshot_saver(folder: Path, prefix: str):
+    """A snapshot destination for cav_core (``save(step, adapter) -> path``): one run's
+    snapshots share a run number no earlier snapshot uses, ``prefix_00003_step00100.safetensors``,
+    ``prefix_00003_step00200.safetensors``..., so they sort together in Load T-LoRA / Absorber.
+    A name taken meanwhile gets fileutil's counter (``..._step00100_00001``), never a replace."""
+    from cav_core.adapter_files import save_adapter
+    from cav_core.fileutil import glob_escape
+
+    base = prefixed_path(folder, prefix, "snapshot_prefix")
+    stem = base.name[:-len(".safetensors")]
+    run: list[int] = []
+
+    def save(step: int, adapter) -> Path:
+        if not run:
+            taken = (base.parent.glob(f"{glob_escape(stem)}_{i:05d}_step*.safetensors") for i in range(1, 100000))
+            run.append(next(i for i, files in enumerate(taken, 1) if next(files, None) is None))
+        return save_adapter(base.with_name(f"{stem}_{run[0]:05d}_step{step:05d}.safetensors"), adapter, unique=True)
+
+    return save
 
 
 class SaveCAVAdapter(io.ComfyNode):

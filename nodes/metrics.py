@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._io import CATEGORY, io
+from ._io import CATEGORY, io, ui
 
 
 class CompareMotion(io.ComfyNode):
@@ -23,7 +23,9 @@ class CompareMotion(io.ComfyNode):
                                                     "may differ from the reference's."),
             ],
             outputs=[io.Float.Output(display_name="motion_score",
-                                     tooltip="Motion similarity in [-1, 1]; measures motion only, not appearance.")],
+                                     tooltip="Motion similarity in [-1, 1]. It measures motion only (path, timing, "
+                                             "camera), not appearance: a good score says nothing about how the "
+                                             "video looks.")],
             is_output_node=True,  # shows its score even when nothing is connected to the output
         )
 
@@ -32,4 +34,4 @@ class CompareMotion(io.ComfyNode):
         from cav_core.metrics import motion_similarity, similarity_text
 
         score = motion_similarity(reference, generated)
-        return io.NodeOutput(score, ui={"text": [similarity_text(score)]})
+        return io.NodeOutput(score, ui=ui.PreviewText(similarity_text(score)))

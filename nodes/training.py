@@ -16,6 +16,40 @@ def _lr(name: str, key: str, what: str) -> object:
                           tooltip=f"Learning rate of the {what} (AdamW). " + hint(key))
 
 
+def _snapshot_inputs(what: str, prefix: str) -> list:
+    """The snapshot widgets, optional and last, so workflows made before them keep their values."""
+    return [
+        io.Int.Input("snapshot_every", default=0, min=0, max=100000, optional=True,
+                     tooltip=f"Also save the {what} every this many steps and at the end, as numbered files in "
+                             f"output/loras (0: off). The best number of steps differs from one reference "
+                             f"video to the next: pick the best snapshot with Load T-LoRA / Absorber (press R "
+                             f"to refresh its list)."),
+        io.String.Input("snapshot_prefix", default=prefix, optional=True,
+                        tooltip="Where snapshots go in output/loras (may include subfolders); each run gets a "
+                                "free number, then _step00100 etc.: e.g. " + prefix + "_00001_step00100."),
+    ]
+
+
+_FILES_OUT = "One path per line (output/loras/...), in step order; empty with snapshots off."
+
+
+def _snapshots(snapshot_every: int, snapshot_prefix: str):
+    """(destination, collected snapshots) for a training node: output/loras/PREFIX_NNNNN_stepSSSSS."""
+    from .loaders import prefixed_path, snapshot_saver
+
+    shots: list = []
+    if not snapshot_every:
+        return None, shots
+    folder = bridge.lora_save_dir("output/loras")
+    prefixed_path(folder, snapshot_prefix, "snapshot_prefix")  # before training, not at the first snapshot
+    return snapshot_saver(folder, snapshot_prefix), shots
+
+
+def _file_list(shots: list) -> str:
+    root = bridge.lora_save_dir("output/loras")
+    return "\n".join(f"output/loras/{s.path.relative_to(root).as_posix()}" for s in shots)
+
+
 def _seed() -> object:
     return io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                         tooltip="Training seed (timesteps, noise, crops). Same inputs + seed = same result, so "
@@ -61,27 +95,33 @@ class TrainAppearanceAbsorber(io.ComfyNode):
                 _seed(),
                 io.String.Input("init_word", default="", optional=True,
                                 tooltip="Word the tokens start from (empty: the subject word of the caption)."),
+                *_snapshot_inputs("absorber", "cav/snapshots/absorber"),
             ],
             outputs=[Adapter.Output(display_name="absorber", tooltip="The appearance absorber (save it with "
-                                                                     "Save T-LoRA / Absorber to reuse it).")],
+                                                                     "Save T-LoRA / Absorber to reuse it)."),
+                     io.String.Output(display_name="snapshot_files",
+                                      tooltip="The absorber's snapshot files (not sampled: with the temporal "
+                                              "layers bypassed there is no motion to score). " + _FILES_OUT)],
         )
 
     @classmethod
     def execute(cls, model, frames, caption, kind, steps, lora_lr, ti_lr, rank, num_tokens, crop_min, crop_max,
-                seed, init_word="") -> io.NodeOutput:
+                seed, init_word="", snapshot_every=0, snapshot_prefix="cav/snapshots/absorber") -> io.NodeOutput:
         from cav_core.train import train_appearance_absorber
 
         from cav_core.defaults import profile_for
 
         default_crop = profile_for(model)["absorber.crop_range"]
         crop = (or_none(crop_min) or default_crop[0], or_none(crop_max) or default_crop[1])
+        dest, shots = _snapshots(snapshot_every, snapshot_prefix)
         with bridge.autograd_enabled():
             absorber = train_appearance_absorber(
                 model, frames.clone(), caption, kind=kind, steps=or_none(steps), rank=or_none(rank),
                 num_tokens=or_none(num_tokens), init_word=init_word.strip() or None, crop_range=crop,
                 lora_lr=or_none(lora_lr), ti_lr=or_none(ti_lr), seed=seed,
-                progress=bridge.progress("TrainAppearanceAbsorber"))
-        return io.NodeOutput(absorber)
+                progress=bridge.progress("TrainAppearanceAbsorber"), snapshot_every=snapshot_every,
+                snapshot_to=dest, on_snapshot=shots.append)
+        return io.NodeOutput(absorber, _file_list(shots))
 
 
 class TrainTemporalLoRA(io.ComfyNode):
@@ -129,21 +169,37 @@ class TrainTemporalLoRA(io.ComfyNode):
                                         "the node's preview (costs a short sampling run each time)."),
                 io.Int.Input("validate_every", default=0, min=0, max=100000, optional=True,
                              tooltip="Steps between validation previews (0: four previews over the run)."),
+                *_snapshot_inputs("T-LoRA", "cav/snapshots/temporal_lora"),
             ],
             outputs=[Adapter.Output(display_name="temporal_lora",
-                                    tooltip="The T-LoRA: apply it with Apply Temporal LoRA, or save it.")],
+                                    tooltip="The T-LoRA: apply it with Apply Temporal LoRA, or save it."),
+                     io.Image.Output(display_name="snapshot_grid",
+                                     tooltip="One row per snapshot under a first row with the reference: up to 8 "
+                                             "frames of the validation prompt's sample (same seed and noise for "
+                                             "every snapshot), with the step and the motion score against the "
+                                             "reference (Compare Motion's score: it measures motion only, not "
+                                             "looks). Without a validation prompt the rows have the step and "
+                                             "black frames; with snapshots off it is a 1x1 black image."),
+                     io.String.Output(display_name="snapshot_files", tooltip="The T-LoRA's snapshot files. "
+                                                                             + _FILES_OUT)],
         )
 
     @classmethod
     def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=-1, absorber=None,
-                validation_prompt="", validate_every=0, recolor="default") -> io.NodeOutput:
+                validation_prompt="", validate_every=0, recolor="default", snapshot_every=0,
+                snapshot_prefix="cav/snapshots/temporal_lora") -> io.NodeOutput:
         from cav_core.train import train_temporal_lora
 
+        from .snapshot_grid import snapshot_grid
+
         min_timestep = None if min_timestep is None or min_timestep < 0 else min_timestep  # 0 means all
+        dest, shots = _snapshots(snapshot_every, snapshot_prefix)
         with bridge.autograd_enabled():
             tlora = train_temporal_lora(
                 model, frames.clone(), caption, absorber=absorber, steps=or_none(steps), rank=or_none(rank),
                 lr=or_none(lr), seed=seed, validation_prompt=validation_prompt.strip() or None,
                 validate_every=validate_every or None, progress=bridge.progress("TrainTemporalLoRA"),
-                min_timestep=min_timestep, recolor=switch(recolor))
-        return io.NodeOutput(tlora)
+                min_timestep=min_timestep, recolor=switch(recolor), snapshot_every=snapshot_every,
+                snapshot_to=dest, on_snapshot=shots.append)
+        grid = snapshot_grid(shots, frames if shots else None)
+        return io.NodeOutput(tlora, grid, _file_list(shots))

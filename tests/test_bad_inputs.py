@@ -1548,3 +1548,42 @@ def test_bad_input_catalogue_lists_every_test():
     assert here - named == set(), f"tests missing from the catalogue: {here - named}"
     ids = set(re.findall(r"`test_bad_input_model_folder\[(\w+)\]`", text))
     assert ids == set(MODEL_CASES), f"model-folder cases not in the catalogue: {set(MODEL_CASES) ^ ids}"
+
+
+# --------------------------------------------------------------------------- snapshots (issue 31)
+
+def test_bad_input_snapshot_every_out_of_range(tiny, frames, tmp_path, out, capsys, monkeypatch):
+    """Negative, or more than the steps: refused before any work, naming the flag and the widget."""
+    for every, match in ((-1, r"snapshot_every \(--snapshot-every\) is -1: give the steps between snapshots"),
+                         (3, r"snapshot_every \(--snapshot-every\) is 3, more than the 2 training steps, so no "
+                             r"snapshot would be taken before the end; give at most 2")):
+        with refused(InputError, match, tmp_path):
+            train_temporal_lora(tiny, frames, CAPTION, steps=2, snapshot_every=every,
+                                snapshot_to=out / "T.safetensors", checkpoint_dir=out / "ckpt")
+        with refused(InputError, match, tmp_path):
+            node_run("TrainTemporalLoRA", model=tiny, frames=frames, caption=CAPTION, steps=2, lr=1e-3, rank=1,
+                     seed=0, snapshot_every=every)
+    with refused(InputError, r"snapshot_every \(--snapshot-every\) is 3, more than the 2 training steps", tmp_path):
+        train.train_appearance_absorber(tiny, frames, "a red circle", steps=2, snapshot_every=3,
+                                        snapshot_to=out / "A.safetensors")
+    monkeypatch.chdir(out)
+    never = ["--model", tmp_path / "never-loaded", "--out", "T.safetensors"]
+    _cli_refused(capsys, tmp_path, [*TRAIN, *never, "--snapshot-every", -5],
+                 r"--snapshot-every is -5: give the steps between snapshots \(e\.g\. 100\), or 0 for none")
+    _cli_refused(capsys, tmp_path, [*TRAIN, *never, "--steps", 2, "--snapshot-every", 5],
+                 r"--snapshot-every is 5, more than the 2 training steps")
+    _cli_refused(capsys, tmp_path, [*TRAIN, *never, "--validation-prompt", "a cat"],
+                 r"--validation-prompt is sampled at each snapshot: give --snapshot-every N too")
+    _cli_refused(capsys, tmp_path, ["train-absorber", "--video", CLIP, "--prompt", "a red circle", *never,
+                                    "--snapshot-every", -1], r"--snapshot-every is -1")
+
+
+def test_bad_input_snapshot_name_taken(tiny, frames, tmp_path, out):
+    """A file at a snapshot's name (the user's, or an earlier run's) is kept; the snapshot takes
+    the next counter name, like the final output."""
+    (out / "T_step00001.safetensors").write_bytes(b"the user's own file")
+    before = snapshot(tmp_path)
+    t = train_temporal_lora(tiny, frames[:2], CAPTION, steps=1, snapshot_every=1, snapshot_to=out / "T.safetensors",
+                            recolor=False)
+    assert_same(before, snapshot(tmp_path), {"out/T_step00001_00001.safetensors"})
+    assert t.info["snapshots"] == [{"step": 1, "file": "T_step00001_00001.safetensors", "motion_score": None}]

@@ -38,12 +38,14 @@ EXPECTED = {
     "TrainAppearanceAbsorber": ({"model": "CAV_T2V_MODEL", "frames": "IMAGE", "caption": "STRING", "kind": "COMBO",
                                  "steps": "INT", "lora_lr": "FLOAT", "ti_lr": "FLOAT", "rank": "INT",
                                  "num_tokens": "INT", "crop_min": "FLOAT", "crop_max": "FLOAT", "seed": "INT"},
-                                {"init_word": "STRING"}, ["CAV_ADAPTER"]),
+                                {"init_word": "STRING", "snapshot_every": "INT", "snapshot_prefix": "STRING"},
+                                ["CAV_ADAPTER", "STRING"]),
     "TrainTemporalLoRA": ({"model": "CAV_T2V_MODEL", "frames": "IMAGE", "caption": "STRING", "steps": "INT",
                            "lr": "FLOAT", "rank": "INT", "seed": "INT"},
                           {"min_timestep": "INT", "recolor": "COMBO", "absorber": "CAV_ADAPTER",
-                           "validation_prompt": "STRING", "validate_every": "INT"},
-                          ["CAV_ADAPTER"]),
+                           "validation_prompt": "STRING", "validate_every": "INT", "snapshot_every": "INT",
+                           "snapshot_prefix": "STRING"},
+                          ["CAV_ADAPTER", "IMAGE", "STRING"]),
     "ApplyTemporalLoRA": ({"model": "CAV_T2V_MODEL", "temporal_lora": "CAV_ADAPTER", "strength": "FLOAT"},
                           {"min_timestep": "INT", "cond_only_from": "INT"},
                           ["CAV_T2V_MODEL"]),
@@ -91,6 +93,8 @@ def toy_prompt(object_info) -> dict:
         for node in prompt.values():
             if node["class_type"] in ("TrainAppearanceAbsorber", "TrainTemporalLoRA", "ModelScopeT2VSampler"):
                 node["inputs"]["steps"] = 3
+                if node["inputs"].get("snapshot_every"):
+                    node["inputs"]["snapshot_every"] = 3
     from cav_core.toyworld import toy_model_path
 
     if toy_model_path() is None:
@@ -104,8 +108,50 @@ def node_ids(prompt: dict, class_type: str) -> list[str]:
     return [k for k, v in prompt.items() if v["class_type"] == class_type]
 
 
-def lora_files(server) -> list[Path]:
-    return sorted(p for p in (server.output_dir / "loras").rglob("*") if p.is_file())
+def lora_files(server, snapshots: bool = False) -> list[Path]:
+    """The files under output/loras; without ``snapshots``, those not in a snapshots folder."""
+    return sorted(p for p in (server.output_dir / "loras").rglob("*") if p.is_file()
+                  and (snapshots or "snapshots" not in p.relative_to(server.output_dir).parts))
+
+
+def check_snapshots(history_entry: dict, output_dir: Path) -> list[Path]:
+    """What a run of a graph with Train Temporal LoRA snapshots (workflows 01, 07) must leave:
+    one file per snapshot step under output/loras/PREFIX_NNNNN_stepSSSSS.safetensors, each a
+    T-LoRA whose metadata names its step and (validation prompt given) its motion score, and
+    the grid in /history as the image output of the PreviewImage fed by snapshot_grid: one row
+    for the reference and one per snapshot. Returns the snapshot files, in step order."""
+    from PIL import Image
+
+    from cav_core.adapter_files import load_adapter
+    from cav_core.snapshots import snapshot_steps
+
+    prompt = history_entry["prompt"][2]
+    (tid,) = node_ids(prompt, "TrainTemporalLoRA")
+    inputs = prompt[tid]["inputs"]
+    steps = snapshot_steps(inputs["snapshot_every"], inputs["steps"])
+    assert steps, "the graph takes no snapshots"
+    prefix = output_dir / "loras" / inputs["snapshot_prefix"]
+    runs = sorted(prefix.parent.glob(prefix.name + "_[0-9][0-9][0-9][0-9][0-9]_step*.safetensors"))
+    assert runs, f"no snapshot files {prefix}_NNNNN_step*.safetensors"
+    last_run = runs[-1].name[len(prefix.name) + 1:][:5]
+    files = sorted(prefix.parent.glob(f"{prefix.name}_{last_run}_step*.safetensors"))
+    assert [f.name for f in files] == [f"{prefix.name}_{last_run}_step{s:05d}.safetensors" for s in steps], files
+    for f, s in zip(files, steps):
+        a = load_adapter(f)
+        assert a.kind == "temporal_lora" and a.info["snapshot"]["step"] == s and a.info["caption"] == \
+            inputs["caption"]
+        scored = a.info["snapshot"]["motion_score"]
+        assert (scored is not None) == bool(inputs.get("validation_prompt", "").strip()), a.info["snapshot"]
+        assert scored is None or -1.0 <= scored <= 1.0
+    (grid_id,) = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage" and v["inputs"]["images"] ==
+                  [tid, 1]]
+    (image,) = history_entry["outputs"][grid_id]["images"]
+    path = output_dir.parent / image["type"] / image["subfolder"] / image["filename"]
+    with Image.open(path) as im:
+        width, height = im.size
+    cell = 64  # the toy model's 32 px frames, enlarged (nodes/snapshot_grid.py)
+    assert height == (len(steps) + 1) * cell + 2 * len(steps) and width > 8 * cell, (width, height)
+    return files
 
 
 # --------------------------------------------------------------------------- start-up and schema
@@ -189,8 +235,9 @@ def test_toy_workflow_runs_end_to_end(server, toy_run):
     assert files, out
     video = server.output_dir / files[0]["subfolder"] / files[0]["filename"]
     assert video.is_file() and video.stat().st_size > 0
-    # the T-LoRA saved with its metadata
+    # the T-LoRA saved with its metadata, and its snapshots
     (saved,) = lora_files(server)
+    check_snapshots(entry, server.output_dir)
     assert saved.name == "toy_circle_tlora_00001.safetensors" and saved.parent.name == "cav"
     from cav_core.adapter_files import load_adapter
 
@@ -209,7 +256,7 @@ def test_changing_strength_reuses_training(server, toy_run):
     prompt[apply_id]["inputs"]["strength"] = 0.5
     (sampler_id,) = node_ids(prompt, "ModelScopeT2VSampler")
     prompt[sampler_id]["inputs"]["steps"] = 3  # keep the re-run short
-    before = lora_files(server)
+    before = lora_files(server, snapshots=True)
     t0 = time.time()
     entry = server.wait(server.queue(prompt), timeout=300)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
@@ -218,7 +265,7 @@ def test_changing_strength_reuses_training(server, toy_run):
                 "SaveCAVAdapter"):
         assert set(node_ids(prompt, cls)) <= set(cached["nodes"]), f"{cls} ran again"
     assert apply_id not in cached["nodes"] and sampler_id not in cached["nodes"]
-    assert lora_files(server) == before  # the save node did not run again either
+    assert lora_files(server, snapshots=True) == before  # the save node did not run again either
     print(f"re-run with a new strength: {time.time() - t0:.1f}s, training cached")
 
 
@@ -228,7 +275,7 @@ def test_cancel_stops_training_leaves_no_file_and_server_healthy(server, toy_run
     (tid,) = node_ids(prompt, "TrainTemporalLoRA")
     prompt[tid]["inputs"]["steps"] = 5000  # would take an hour: must be cancelled
     prompt[tid]["inputs"]["seed"] = 7
-    before = lora_files(server)
+    before = lora_files(server, snapshots=True)
     log_len = len(server.log())
     pid = server.queue(prompt)
     deadline = time.time() + 180
@@ -243,16 +290,17 @@ def test_cancel_stops_training_leaves_no_file_and_server_healthy(server, toy_run
     assert entry["status"]["status_str"] == "error"
     assert status_messages(entry, "execution_interrupted"), entry["status"]
     assert stopped_in < 30
-    assert lora_files(server) == before, "a cancelled run left a LoRA file behind"
+    assert lora_files(server, snapshots=True) == before, "a cancelled run left a LoRA file behind"
     assert not [p for p in (server.output_dir / "loras").rglob(".*") if p.is_file()], "temp file left behind"
     # healthy: the queue is empty, and training + sampling run again on the untouched shared base model
     assert server.get("/queue") == {"queue_running": [], "queue_pending": []}
     prompt[tid]["inputs"]["steps"] = 2
+    prompt[tid]["inputs"]["snapshot_every"] = 0
     (sid,) = node_ids(prompt, "ModelScopeT2VSampler")
     prompt[sid]["inputs"]["steps"] = 2
     entry = server.wait(server.queue(prompt), timeout=300)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
-    assert len(lora_files(server)) == len(before) + 1
+    assert len(lora_files(server, snapshots=True)) == len(before) + 1
 
 
 # --------------------------------------------------------------------------- the artist's own clip (issue 31)
@@ -307,6 +355,8 @@ def run_workflow_on_clip(server, object_info, clip: str, steps: int = QUICK_STEP
             node["inputs"]["steps"] = steps
     (vid,) = node_ids(prompt, "LoadReferenceVideo")
     prompt[vid]["inputs"]["video"] = clip
+    (tid,) = node_ids(prompt, "TrainTemporalLoRA")
+    prompt[tid]["inputs"].update(snapshot_every=max(1, steps - 1), snapshot_prefix=f"{prefix}_snapshots")
     (save_id,) = node_ids(prompt, "SaveCAVAdapter")
     prompt[save_id]["inputs"]["filename_prefix"] = f"{prefix}_tlora"
     (video_id,) = node_ids(prompt, "SaveVideo")
@@ -342,6 +392,8 @@ def test_uploaded_clip_is_listed_and_runs_workflow_01(server, uploaded_run, uplo
     out = entry["outputs"][video_id]
     (item,) = [i for i in out.get("images", []) + out.get("videos", []) if i.get("filename")]
     assert item["filename"].startswith("uploaded") and (out_dir / item["subfolder"] / item["filename"]).is_file()
+    # the snapshots of that run, with the grid in /history (issue 31: upload, run 01, snapshots)
+    assert len(check_snapshots(entry, out_dir)) == 2
 
 
 def _saved_frames(out_dir: Path, entry: dict, node_id: str):
@@ -398,3 +450,32 @@ def test_load_reference_video_refused_at_queue_time_with_clear_messages(server, 
         with pytest.raises(Exception) as info:
             server.queue(prompt)
         assert re.search(match, str(info.value)), (case, str(info.value)[:2000])
+
+
+def test_pick_the_best_snapshot_workflow(server, object_info):
+    """Workflow 07 as an artist runs it, with few steps: queue the training (the pick branch
+    left out, as its snapshot does not exist yet), pick a snapshot by its name in Load T-LoRA /
+    Absorber, queue again: the training is reused, the snapshot applied, the motion scored."""
+    prompt = ui_to_api(load_workflow("07_pick_the_best_snapshot.json"), object_info)
+    (tid,) = node_ids(prompt, "TrainTemporalLoRA")
+    prompt[tid]["inputs"].update(steps=6, snapshot_every=3, snapshot_prefix="cav/snapshots/wf07")
+    (sid,) = node_ids(prompt, "ModelScopeT2VSampler")
+    prompt[sid]["inputs"]["steps"] = 3
+    (pick,) = node_ids(prompt, "LoadCAVAdapter")
+    downstream = {pick, *node_ids(prompt, "ApplyTemporalLoRA"), sid, *node_ids(prompt, "CompareMotion"),
+                  *node_ids(prompt, "CreateVideo"), *node_ids(prompt, "SaveVideo")}
+    first = {k: v for k, v in prompt.items() if k not in downstream}
+    entry = server.wait(server.queue(first), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    files = check_snapshots(entry, server.output_dir)
+    name = files[0].relative_to(server.output_dir / "loras").as_posix() + " [output]"
+    assert name in server.get("/object_info/LoadCAVAdapter")["LoadCAVAdapter"]["input"]["required"]["lora_name"][1][
+        "options"]  # listed like any LoRA once it exists
+    prompt[pick]["inputs"]["lora_name"] = name
+    entry = server.wait(server.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    (cached,) = status_messages(entry, "execution_cached")
+    assert tid in cached["nodes"], "picking a snapshot retrained"
+    (cmp_id,) = node_ids(prompt, "CompareMotion")
+    (text,) = entry["outputs"][cmp_id]["text"]
+    assert re.fullmatch(r"motion score [+-]\d\.\d\d \(1 = same motion, .*measures motion only\)", text), text

@@ -223,15 +223,15 @@ def test_node_widgets_left_at_default_take_the_model_defaults(tiny, frames, patc
     assert schema["recolor"].options == ["default", "on", "off"] and schema["recolor"].default == "default"
     widgets = {k: schema[k].default for k in ("steps", "lr", "rank", "min_timestep")}
     with torch.inference_mode():
-        (t,) = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption=FULL, seed=0, **widgets).args
+        t, *_ = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption=FULL, seed=0, **widgets).args
         assert (t.info["steps"], t.info["lr"], t.info["min_timestep"], t.info["recolor"]) == (2, 6e-4, 50, "on")
-        (off,) = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption=FULL, seed=0, recolor="off",
+        off, *_ = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption=FULL, seed=0, recolor="off",
                                                    **widgets).args
         assert off.info["recolor"] == "off"
         schema = {i.id: i for i in nodes["TrainAppearanceAbsorber"].define_schema().inputs}
         widgets = {k: schema[k].default for k in ("kind", "steps", "lora_lr", "ti_lr", "rank", "num_tokens",
                                                   "crop_min", "crop_max")}
-        (a,) = nodes["TrainAppearanceAbsorber"].execute(model=tiny, frames=frames, caption="a red circle", seed=0,
+        a, *_ = nodes["TrainAppearanceAbsorber"].execute(model=tiny, frames=frames, caption="a red circle", seed=0,
                                                         **widgets).args
         assert a.info["steps"] == 1 and a.info["crop_range"] == [0.5, 1.0]
         schema = {i.id: i for i in nodes["ModelScopeT2VSampler"].define_schema().inputs}
@@ -309,7 +309,7 @@ def test_recolor_skips_are_said_in_one_line_by_the_node(tiny, frames, caplog):
 
     nodes = {cls.define_schema().node_id: cls for cls in load_pack().NODES}
     with caplog.at_level(logging.INFO, logger="customize_a_video"), torch.inference_mode():
-        (t,) = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption="an orange circle", steps=2,
+        t, *_ = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption="an orange circle", steps=2,
                                                   lr=0.0, rank=0, seed=0, recolor="on").args
     said = [r for r in caplog.records if "recolor skipped" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING and "'orange'" in said[0].getMessage()

@@ -84,9 +84,9 @@ def frames(comfy_root):
 def trained(model, frames):
     """A few steps of each stage (the nodes' wiring is under test here, not quality)."""
     frames_before = frames.clone()
-    (absorber,) = run("TrainAppearanceAbsorber", model=model, frames=frames, caption=CAPTION, kind="both", steps=2,
+    absorber, *_ = run("TrainAppearanceAbsorber", model=model, frames=frames, caption=CAPTION, kind="both", steps=2,
                       lora_lr=1e-3, ti_lr=5e-3, rank=1, num_tokens=2, crop_min=0.5, crop_max=1.0, seed=0)
-    (tlora,) = run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=2, lr=1e-3, rank=4, seed=0,
+    tlora, *_ = run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=2, lr=1e-3, rank=4, seed=0,
                    absorber=absorber)
     assert torch.equal(frames, frames_before), "training changed its input frames"
     assert not model.loras and not model.tokens and not model.bypass_temporal
@@ -406,8 +406,8 @@ def test_training_nodes_return_adapters(trained, model):
 def test_training_is_deterministic_so_comfyui_caching_is_sound(model, frames):
     kw = dict(model=model, frames=frames, caption=CAPTION, kind="lora", steps=1, lora_lr=1e-3, ti_lr=5e-3, rank=1,
               num_tokens=1, crop_min=0.5, crop_max=1.0, seed=3)
-    (a,) = run("TrainAppearanceAbsorber", **kw)
-    (b,) = run("TrainAppearanceAbsorber", **kw)
+    a, *_ = run("TrainAppearanceAbsorber", **kw)
+    b, *_ = run("TrainAppearanceAbsorber", **kw)
     assert a.tokens is None
     for k, v in a.lora.tensors.items():
         assert torch.equal(v, b.lora.tensors[k]), k
@@ -427,8 +427,8 @@ def test_training_reports_progress_with_previews(fake_comfy, model, frames):
 
 def test_the_recolor_input_reaches_training(fake_comfy, model, frames):
     kw = dict(model=model, frames=frames, caption=FULL, steps=1, lr=1e-3, rank=2, seed=1)
-    (on,) = run("TrainTemporalLoRA", **kw)
-    (off,) = run("TrainTemporalLoRA", recolor=False, **kw)
+    on, *_ = run("TrainTemporalLoRA", **kw)
+    off, *_ = run("TrainTemporalLoRA", recolor=False, **kw)
     assert on.info["recolor"] == "on" and len(on.info["trained_captions"]) == 3
     assert off.info["recolor"] == "off" and off.info["trained_captions"] == [FULL]
 
@@ -597,8 +597,8 @@ def test_compare_motion_scores_motion_only(frames):
         out = N["CompareMotion"].execute(reference=frames, generated=other)
     (score,) = out.args
     assert isinstance(score, float) and score > 0.8
-    assert out.ui["text"] == [f"motion score {score:+.2f} (1 = same motion, 0 = unrelated, -1 = opposite; "
-                              "measures motion only)"]
+    assert out.ui.as_dict()["text"] == (f"motion score {score:+.2f} (1 = same motion, 0 = unrelated, -1 = "
+                                        "opposite; measures motion only)",)  # ui.PreviewText
     still = frames[:1].expand(8, -1, -1, -1)
     (zero,) = run("CompareMotion", reference=frames, generated=still)
     assert zero == 0.0

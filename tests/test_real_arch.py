@@ -192,9 +192,9 @@ def test_nodes_pipeline(real_arch_dir, nodes_env):
     (model,) = run("LoadModelScopeT2V", model="unused", device="cpu", dtype="fp32", path=str(real_arch_dir))
     frames, fps, _ = run("LoadReferenceVideo", video="circle", num_frames=FRAMES, fps=8.0, start=0.0, width=SIZE,
                       height=SIZE)
-    (absorber,) = run("TrainAppearanceAbsorber", model=model, frames=frames, caption=APPEARANCE, kind="both",
+    absorber, *_ = run("TrainAppearanceAbsorber", model=model, frames=frames, caption=APPEARANCE, kind="both",
                       steps=STEPS, lora_lr=1e-3, ti_lr=5e-3, rank=1, num_tokens=2, crop_min=0.5, crop_max=1.0, seed=0)
-    (tlora,) = run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=STEPS, lr=1e-3, rank=4,
+    tlora, *_ = run("TrainTemporalLoRA", model=model, frames=frames, caption=FULL, steps=STEPS, lr=1e-3, rank=4,
                    seed=0, absorber=absorber)
     unet = model.base.unet
     assert tlora.lora.modules == sorted(temporal_attention_modules(unet)) and tlora.lora.ranks == {4}

@@ -196,6 +196,11 @@ TOY_APPEARANCE = "a red circle on a black background"
 TOY_FULL = "a red circle moving in a circle on a black background"
 TOY_TARGET = "a green square moving in a circle on a gray background"
 TOY_STEPS = {"absorber": 200, "temporal": 1000, "sample": 25}  # cav_core defaults; about 3 min on 2 free CPU cores
+TOY_SNAPSHOT_EVERY = 250
+# Train Temporal LoRA on the toy model with snapshots: four, each sampled with the sampler's prompt
+# (the validation previews fall on the same steps, so nothing is sampled twice).
+TOY_SNAPSHOTS = {"steps": TOY_STEPS["temporal"], "validation_prompt": TOY_TARGET,
+                 "snapshot_every": TOY_SNAPSHOT_EVERY, "snapshot_prefix": "cav/snapshots/toy_circle"}
 
 
 def _video_out(w: Workflow, frames_src: tuple[int, int], x: int, y: int, prefix: str, fps: float = 8.0,
@@ -218,9 +223,13 @@ GROUP_Y = ROW_Y - 90
 TOP_Y = 320  # the same for the other graphs, whose note is taller
 
 
+TLORA_H = 460  # Train Temporal LoRA with its snapshot widgets
+GRID_TITLE = "Snapshots: step and motion score"
+
+
 def _train_and_generate(w: Workflow, *, model: dict, video: dict, appearance: str, full: str, target: str,
                         absorber: dict, temporal: dict, sample: dict, save_prefix: str, video_prefix: str,
-                        fps: float) -> dict[str, int]:
+                        fps: float, snapshot_grid: bool = False) -> dict[str, int]:
     ids: dict[str, int] = {}
     ids["model"] = w.add("LoadModelScopeT2V", (0, ROW_Y), model, size=(320, 130))
     ids["video"] = w.add("LoadReferenceVideo", (0, w.below(ids["model"])), video, size=(320, 300))
@@ -230,7 +239,7 @@ def _train_and_generate(w: Workflow, *, model: dict, video: dict, appearance: st
                             size=(360, 400))
     w.link(ids["model"], 0, ids["absorber"], "model")
     w.link(ids["video"], 0, ids["absorber"], "frames")
-    ids["tlora"] = w.add("TrainTemporalLoRA", (800, ROW_Y), {"caption": full, **temporal}, size=(360, 400))
+    ids["tlora"] = w.add("TrainTemporalLoRA", (800, ROW_Y), {"caption": full, **temporal}, size=(360, TLORA_H))
     w.link(ids["model"], 0, ids["tlora"], "model")
     w.link(ids["video"], 0, ids["tlora"], "frames")
     w.link(ids["absorber"], 0, ids["tlora"], "absorber")
@@ -244,8 +253,12 @@ def _train_and_generate(w: Workflow, *, model: dict, video: dict, appearance: st
                            size=(320, 420))
     w.link(ids["apply"], 0, ids["sampler"], "model")
     _video_out(w, (ids["sampler"], 0), 1580, ROW_Y, video_prefix, fps, save_size=(300, 330))
+    if snapshot_grid:  # under the saved video: the snapshots to compare it with
+        below = w.below(next(n["id"] for n in w.nodes if n["type"] == "SaveVideo"))
+        ids["grid"] = w.add("PreviewImage", (1580, below), size=(300, 90), title=GRID_TITLE)
+        w.link(ids["tlora"], 1, ids["grid"], "images")
     w.group("Stage 1: appearance absorber", (360, GROUP_Y, 400, 510), "#88a")
-    w.group("Stage 2: temporal LoRA (the motion)", (780, GROUP_Y, 400, 670), "#8a8")
+    w.group("Stage 2: temporal LoRA (the motion)", (780, GROUP_Y, 400, TLORA_H + 270), "#8a8")
     w.group("Generate with the learned motion", (1200, GROUP_Y, 700, 730), "#a88")
     return ids
 
@@ -265,14 +278,16 @@ def toy_end_to_end(infos) -> Workflow:
         "sampler (colors: red green blue yellow magenta cyan white; shapes: circle square triangle; "
         "backgrounds: black gray), or the T-LoRA strength. Changing only the sampler or the strength does not "
         "retrain: ComfyUI reuses the trained LoRA.\n\n"
-        "The T-LoRA is saved to output/loras/cav/ (Load T-LoRA / Absorber lists it as [output]).",
+        "The T-LoRA is saved to output/loras/cav/ (Load T-LoRA / Absorber lists it as [output]), and every "
+        f"{TOY_SNAPSHOT_EVERY} steps a snapshot to output/loras/cav/snapshots/: the grid at the bottom right "
+        "shows each one's validation sample and motion score (workflow 07 picks one).",
         (0, 30), (1160, 170), "Read me")
     _train_and_generate(
         w, model={"model": "toy (embedded)"}, video={"video": "circle"},
         appearance=TOY_APPEARANCE, full=TOY_FULL, target=TOY_TARGET,
-        absorber={"steps": TOY_STEPS["absorber"]}, temporal={"steps": TOY_STEPS["temporal"]},
+        absorber={"steps": TOY_STEPS["absorber"]}, temporal=TOY_SNAPSHOTS,
         sample={"steps": TOY_STEPS["sample"], "cfg": 7.5, "seed": 0},
-        save_prefix="cav/toy_circle_tlora", video_prefix="cav/toy_circle", fps=8.0)
+        save_prefix="cav/toy_circle_tlora", video_prefix="cav/toy_circle", fps=8.0, snapshot_grid=True)
     return w
 
 
@@ -294,7 +309,8 @@ def modelscope_train_and_generate(infos) -> Workflow:
         "Widgets left at 0 / -1 / default take the real-model defaults (docs/DEFAULTS.md), which follow the "
         "paper and MotionDirector (T-LoRA rank 4, S-LoRA rank 1, lr 5e-4, 300 T-LoRA steps, 30 sampling steps). "
         "recolor is off: it was measured on the toy model only, and would train on hue-rotated footage. The "
-        "validation prompt previews the motion on the T-LoRA node while it trains.",
+        "validation prompt previews the motion while it trains; a snapshot is saved every 100 steps "
+        "(output/loras/cav/snapshots/), scored in the grid at the bottom right.",
         (0, 30), (1160, 170), "Read me: set the model, the video and the captions")
     _train_and_generate(
         w, model={"model": MS_MODEL}, video={"video": "my_reference.mp4", "width": 256, "height": 256},
@@ -302,9 +318,9 @@ def modelscope_train_and_generate(infos) -> Workflow:
         target="a bear doing a backflip in a forest",
         absorber={},
         temporal={"recolor": "off", "validation_prompt": "a bear doing a backflip in a forest",
-                  "validate_every": 100},
+                  "validate_every": 100, "snapshot_every": 100, "snapshot_prefix": "cav/snapshots/my_motion"},
         sample={"seed": 0, "width": 256, "height": 256, "negative_prompt": "blurry, low quality, watermark, text"},
-        save_prefix="cav/my_motion_tlora", video_prefix="cav/my_motion", fps=8.0)
+        save_prefix="cav/my_motion_tlora", video_prefix="cav/my_motion", fps=8.0, snapshot_grid=True)
     return w
 
 
@@ -410,7 +426,7 @@ def spatial_lora_as_absorber(infos) -> Workflow:
     t = w.add("TrainTemporalLoRA", (460, TOP_Y),
               {"caption": "a man in a red jacket doing a backflip in a park", "recolor": "off",
                "validation_prompt": "a bear doing a backflip in a forest", "validate_every": 100},
-              size=(360, 400))
+              size=(360, TLORA_H))
     w.link(m, 0, t, "model")
     w.link(v, 0, t, "frames")
     w.link(a, 0, t, "absorber")
@@ -427,6 +443,47 @@ def spatial_lora_as_absorber(infos) -> Workflow:
     return w
 
 
+def pick_the_best_snapshot(infos) -> Workflow:
+    w = Workflow("Customize-A-Video: pick the best snapshot", infos)
+    w.note(
+        "The best number of training steps differs from one reference video to the next. Train Temporal LoRA "
+        f"saves a snapshot every {TOY_SNAPSHOT_EVERY} steps and samples the validation prompt with each (same "
+        "seed and noise), scored against the reference with Compare Motion's score (1 = same motion; it "
+        "measures motion only, judge the looks yourself).\n\n"
+        "1. Queue once: it trains and shows the snapshot grid (reference on top, one row per snapshot with "
+        "its step and motion score). The lower half reports the snapshot file missing until it exists.\n"
+        "2. Press R, then in 'Pick a snapshot' choose the row you like best (e.g. the highest score whose "
+        "sample also looks right): cav/snapshots/toy_circle_00001_stepNNNNN [output].\n"
+        "3. Queue again: training is reused (nothing changed above it); the picked snapshot is applied, a new "
+        "video sampled and its motion scored against the reference.",
+        (0, 30), (1500, 200), "Read me: train, look at the grid, pick a snapshot")
+    m = w.add("LoadModelScopeT2V", (0, ROW_Y + 30), {"model": "toy (embedded)"}, size=(320, 130))
+    v = w.add("LoadReferenceVideo", (0, w.below(m)), {"video": "circle"}, size=(320, 330))
+    w.link(m, 0, v, "model")
+    t = w.add("TrainTemporalLoRA", (380, ROW_Y + 30), {"caption": TOY_FULL, **TOY_SNAPSHOTS}, size=(360, TLORA_H))
+    w.link(m, 0, t, "model")
+    w.link(v, 0, t, "frames")
+    grid = w.add("PreviewImage", (380, w.below(t)), size=(360, 90), title=GRID_TITLE)
+    w.link(t, 1, grid, "images")
+    pick = w.add("LoadCAVAdapter", (800, ROW_Y + 30),
+                 {"lora_name": "cav/snapshots/toy_circle_00001_step00500.safetensors [output]"}, size=(360, 100),
+                 title="Pick a snapshot")
+    w.link(m, 0, pick, "model")
+    ap = w.add("ApplyTemporalLoRA", (800, w.below(pick)), {"strength": 1.0}, size=(300, 130))
+    w.link(m, 0, ap, "model")
+    w.link(pick, 0, ap, "temporal_lora")
+    s = w.add("ModelScopeT2VSampler", (1200, ROW_Y + 30), {"prompt": TOY_TARGET, "steps": TOY_STEPS["sample"],
+                                                           "seed": 0}, size=(320, 420))
+    w.link(ap, 0, s, "model")
+    cmp_ = w.add("CompareMotion", (1580, ROW_Y + 30), size=(300, 110))
+    w.link(v, 0, cmp_, "reference")
+    w.link(s, 0, cmp_, "generated")
+    _video_out(w, (s, 0), 1580, w.below(cmp_), "cav/picked_snapshot", save_size=(300, 330))
+    w.group("Train with snapshots", (360, GROUP_Y + 30, 400, TLORA_H + 270), "#8a8")
+    w.group("Apply the picked snapshot and score its motion", (780, GROUP_Y + 30, 1120, 760), "#a88")
+    return w
+
+
 WORKFLOWS_BUILT = {
     "01_toy_end_to_end.json": toy_end_to_end,
     "02_modelscope_train_and_generate.json": modelscope_train_and_generate,
@@ -434,6 +491,7 @@ WORKFLOWS_BUILT = {
     "04_temporal_lora_with_style_lora.json": temporal_plus_style_lora,
     "05_ddim_inverted_editing.json": ddim_inverted_editing,
     "06_spatial_lora_as_absorber.json": spatial_lora_as_absorber,
+    "07_pick_the_best_snapshot.json": pick_the_best_snapshot,
 }
 
 
