@@ -291,13 +291,15 @@ def attached_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]],
 
 
 def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,
-                       adapter_name: str, dropout: float = 0.0) -> list[nn.Parameter]:
-    """Inject a fresh, trainable LoRA on the ``role``'s modules; return its parameters.
+                       adapter_name: str, dropout: float = 0.0,
+                       modules: Sequence[str] | None = None) -> list[nn.Parameter]:
+    """Inject a fresh, trainable LoRA on the ``role``'s modules (or on ``modules``, Linear
+    layers of that role); return its parameters.
 
     peft initialises B to zero, so the model's output is unchanged until training moves it."""
     from peft import inject_adapter_in_model
 
-    modules = role_modules(unet, role)
+    modules = role_modules(unet, role) if modules is None else list(modules)
     if not modules:
         raise AdapterError(f"the UNet has no {role} attention layers to adapt")
     if rank < 1:
