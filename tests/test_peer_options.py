@@ -183,3 +183,36 @@ def test_inversion_at_blend_one_reproduces_the_reference_layout(toy):
           f"(fresh noise: {motion_fidelity(centroid_track(fresh), clip.centers):.3f})")
     assert fidelity > 0.9
     assert motion_fidelity(centroid_track(fresh), clip.centers) < fidelity
+
+
+# --------------------------------------------------------------------------- the CLI
+
+ASSETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "cav_core" / "toyworld" / "assets"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--caption", "a", "--caption", "b", "--caption", "c"], "2 --video but 3 --prompt/--caption"),
+    (["--caption", "a", "--absorber", "x.safetensors", "--absorber", "y.safetensors", "--absorber", "z.safetensors"],
+     "2 --video but 3 --absorber"),
+])
+def test_the_cli_pairs_videos_with_captions_and_absorbers_or_says_which_flag(tmp_path, capsys, extra, message):
+    from cav_core import cli
+
+    code = cli.main(["train-temporal", "--video", str(ASSETS / "circle.mp4"), "--video", str(ASSETS / "zigzag.mp4"),
+                     *extra, "--steps", "1", "--out", str(tmp_path / "t.safetensors")])
+    assert code != 0 and message in capsys.readouterr().err
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_the_cli_trains_one_motion_from_two_videos_with_one_caption_each(tmp_path):
+    from cav_core import cli
+    from cav_core.adapter_files import load_adapter
+
+    out = tmp_path / "two.safetensors"
+    assert cli.main(["train-temporal", "--video", str(ASSETS / "circle.mp4"), "--video", str(ASSETS / "bounce.mp4"),
+                     "--caption", FULL, "--prompt", "a red circle bouncing on a black background", "--steps", "2",
+                     "--seed", "1", "--ad-loss", "0.5", "--no-recolor", "--out", str(out)]) == 0
+    info = load_adapter(out).info
+    assert info["ad_loss"] == 0.5 and [c["caption"] for c in info["clips"]] == [
+        FULL, "a red circle bouncing on a black background"]
+    assert sum(c["steps"] for c in info["clips"]) == 2
