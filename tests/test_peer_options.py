@@ -76,12 +76,6 @@ def test_ad_loss_reaches_the_loop(tiny, frames, monkeypatch):
     assert seen == [0.25]
 
 
-@pytest.mark.parametrize("bad", [-0.1, float("nan"), "1", True])
-def test_a_bad_ad_loss_names_the_flag_and_the_widget(tiny, frames, bad):
-    with pytest.raises(InputError, match=r"ad_loss \(--ad-loss, node widget ad_loss\)"):
-        train_temporal_lora(tiny, frames, FULL, steps=1, ad_loss=bad)
-
-
 # --------------------------------------------------------------------------- several clips
 
 def test_multi_clip_training_draws_every_clip_one_per_step_from_the_step_seed(tiny, frames, monkeypatch):
@@ -153,13 +147,6 @@ def test_each_clip_trains_with_its_own_absorber_attached(tiny, frames, monkeypat
     assert torch.equal(tiny.base.unet.get_submodule(m).weight, w0)  # the base is restored
 
 
-def test_more_clips_must_be_training_clips(tiny, frames):
-    with pytest.raises(InputError, match=r"more_clips\[0\].*Add Training Clip"):
-        train_temporal_lora(tiny, frames, FULL, steps=1, more_clips=[frames])
-    with pytest.raises(InputError, match="caption of training clip 2"):
-        train_temporal_lora(tiny, frames, FULL, steps=1, more_clips=[TrainClip(frames, "  ")])
-
-
 # --------------------------------------------------------------------------- inversion alone
 
 def test_inversion_at_blend_one_reproduces_the_reference_layout(toy):
@@ -190,20 +177,6 @@ def test_inversion_at_blend_one_reproduces_the_reference_layout(toy):
 ASSETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "cav_core" / "toyworld" / "assets"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--caption", "a", "--caption", "b", "--caption", "c"], "2 --video but 3 --prompt/--caption"),
-    (["--caption", "a", "--absorber", "x.safetensors", "--absorber", "y.safetensors", "--absorber", "z.safetensors"],
-     "2 --video but 3 --absorber"),
-])
-def test_the_cli_pairs_videos_with_captions_and_absorbers_or_says_which_flag(tmp_path, capsys, extra, message):
-    from cav_core import cli
-
-    code = cli.main(["train-temporal", "--video", str(ASSETS / "circle.mp4"), "--video", str(ASSETS / "zigzag.mp4"),
-                     *extra, "--steps", "1", "--out", str(tmp_path / "t.safetensors")])
-    assert code != 0 and message in capsys.readouterr().err
-    assert not (tmp_path / "t.safetensors").exists()
-
-
 def test_the_cli_trains_one_motion_from_two_videos_with_one_caption_each(tmp_path):
     from cav_core import cli
     from cav_core.adapter_files import load_adapter
@@ -216,3 +189,28 @@ def test_the_cli_trains_one_motion_from_two_videos_with_one_caption_each(tmp_pat
     assert info["ad_loss"] == 0.5 and [c["caption"] for c in info["clips"]] == [
         FULL, "a red circle bouncing on a black background"]
     assert sum(c["steps"] for c in info["clips"]) == 2
+
+
+# --------------------------------------------------------------------------- the nodes
+
+def test_the_nodes_chain_training_clips_into_one_t_lora_without_changing_upstream_outputs(tiny, frames):
+    from comfy_helpers import load_pack
+
+    nodes = {cls.define_schema().node_id: cls for cls in load_pack().NODES}
+    inputs = [i.id for i in nodes["TrainTemporalLoRA"].define_schema().inputs]
+    assert inputs[-2:] == ["ad_loss", "more_clips"]  # appended: saved workflows keep their widget order
+    other = torch.flip(frames, dims=[2])
+    with torch.inference_mode():
+        (one,) = nodes["AddTrainingClip"].execute(frames=other, caption="a blue circle moving in a circle on a "
+                                                                        "black background").args
+        (two,) = nodes["AddTrainingClip"].execute(frames=frames, caption=" a green circle moving in a circle on a "
+                                                                         "gray background ", clips=one).args
+        (t,) = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption=FULL, steps=3, lr=1e-3, rank=2,
+                                                  seed=0, recolor="off", ad_loss=0.5, more_clips=two).args
+        (plain,) = nodes["TrainTemporalLoRA"].execute(model=tiny, frames=frames, caption=FULL, steps=1, lr=1e-3,
+                                                      rank=2, seed=0).args
+    assert len(one) == 1 and len(two) == 2 and two[0] is one[0]  # a new tuple each time
+    assert [c["caption"].split()[1] for c in t.info["clips"]] == ["red", "blue", "green"]
+    assert t.info["ad_loss"] == 0.5 and plain.info["ad_loss"] == 0.0 and "clips" not in plain.info
+    with pytest.raises(InputError, match="caption is empty"):
+        nodes["AddTrainingClip"].execute(frames=frames, caption=" ")
