@@ -37,6 +37,7 @@ import torch
 from .adapter_files import AdapterFile
 from .adapters import add_trainable_lora, extract_lora
 from .defaults import profile_for
+from .device_guard import check_training_memory
 from .errors import InputError
 from .layers import bypass_temporal, motiondirector_modules
 from .model import ModelHandle
@@ -82,6 +83,7 @@ def train_motiondirector(handle: ModelHandle, frames: torch.Tensor, caption: str
     frames = _prepare_frames(handle, frames, height, width)
     _warn_if_still(frames)
     c = handle.base
+    check_training_memory(c, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     latents = encode_frames(c, frames)  # (1, C, F, h, w), once
     cond = text_embeddings(handle, [caption])  # frozen: once
     sched = noise_schedule(c.scheduler_config)
