@@ -287,13 +287,15 @@ def switchable_loras(unet: nn.Module, loras: Sequence[tuple[LoraWeights, float]]
 
 
 def add_trainable_lora(unet: nn.Module, role: str, rank: int, alpha: float,
-                       adapter_name: str, dropout: float = 0.0) -> list[nn.Parameter]:
-    """Inject a fresh, trainable LoRA on the ``role``'s modules; return its parameters.
+                       adapter_name: str, dropout: float = 0.0,
+                       modules: Sequence[str] | None = None) -> list[nn.Parameter]:
+    """Inject a fresh, trainable LoRA on the ``role``'s modules (or on ``modules``, Linear
+    layers of that role); return its parameters.
 
     peft initialises B to zero, so the model's output is unchanged until training moves it."""
     from peft.functional import cast_adapter_dtype, inject_adapter_in_model, set_adapter, set_requires_grad
 
-    modules = role_modules(unet, role)
+    modules = role_modules(unet, role) if modules is None else list(modules)
     if not modules:
         raise AdapterError(f"the UNet has no {role} attention layers to adapt")
     if rank < 1:

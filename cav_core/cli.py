@@ -65,7 +65,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frames(args: argparse.Namespace, handle):
+def _frames(args: argparse.Namespace, handle, video: Path | None = None):
     from .data import load_video_clip
     from .defaults import profile_for
     from .sample import latent_size
@@ -74,7 +74,7 @@ def _frames(args: argparse.Namespace, handle):
     h, w, _, _ = latent_size(handle.base, args.height, args.width)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        frames = load_video_clip(args.video, num_frames=d.resolve("video.frames", args.frames),
+        frames = load_video_clip(video or args.video, num_frames=d.resolve("video.frames", args.frames),
                                  fps=d.resolve("video.fps", args.fps), start=args.start, size=(h, w),
                                  fit=args.fit, hold_last=args.hold_last)
     for w_ in caught:  # the held last frame: one line, not a warning's file:line header
@@ -229,28 +229,49 @@ def cmd_train_absorber(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip_args(args: argparse.Namespace) -> tuple[list[Path], list[str], list[Path]]:
+    """The clips of train-temporal: ``--video`` repeated, with one ``--prompt``/``--caption``
+    per video (or one for all) and one ``--absorber`` per video (or one for all, or none)."""
+    videos, captions, absorbers = list(args.video), list(args.prompt), list(args.absorber or [])
+    n = len(videos)
+    if len(captions) not in (1, n):
+        raise InputError(f"{n} --video but {len(captions)} --prompt/--caption: give one caption per --video, in the "
+                         f"same order, or one caption for all of them")
+    if len(absorbers) not in (0, 1, n):
+        raise InputError(f"{n} --video but {len(absorbers)} --absorber: give one absorber per --video, in the same "
+                         f"order, one for all of them, or none")
+    return videos, captions * n if len(captions) == 1 else captions, absorbers
+
+
 def cmd_train_temporal(args: argparse.Namespace) -> int:
     from .fileutil import check_output_path
     from .lora_convert import load_any_lora
     from .train import expected_adapter_bytes, train_temporal_lora
 
+    from .train import TrainClip
+
+    videos, captions, absorber_paths = _clip_args(args)
     out = _out_path(args.out, args.overwrite)
     every = _snapshots_flag(args)
     if args.validation_prompt and not every:
         raise InputError("--validation-prompt is sampled at each snapshot: give --snapshot-every N too")
     handle = load_model(args)
-    absorber = load_any_lora(args.absorber, unet=handle.base.unet, role="spatial") if args.absorber else None
+    loaded = {p: load_any_lora(p, unet=handle.base.unet, role="spatial") for p in dict.fromkeys(absorber_paths)}
+    absorbers = [loaded[p] for p in absorber_paths] or [None]
+    absorbers = absorbers * len(videos) if len(absorbers) == 1 else absorbers
     out, ckpt, lock = _claim(args, out)
     try:
-        frames = _frames(args, handle)
+        clips = [TrainClip(_frames(args, handle, v), c, a) for v, c, a in zip(videos, captions, absorbers)]
+        frames = clips[0].frames
         check_output_path(out, expected_adapter_bytes(handle, "temporal", args.rank)
                           * (4 + _snapshot_count(every, args.steps)), "--out")
         tlora = train_temporal_lora(
-            handle, frames, args.prompt, absorber=absorber, steps=args.steps, rank=args.rank, lr=args.lr,
-            seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
+            handle, frames, clips[0].caption, absorber=clips[0].absorber, steps=args.steps, rank=args.rank,
+            lr=args.lr, seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
             resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor),
-            height=frames.shape[1], width=frames.shape[2], snapshot_every=every, snapshot_to=out,
-            validation_prompt=args.validation_prompt, on_snapshot=_snapshot_printer("temporal"))
+            height=frames.shape[1], width=frames.shape[2], ad_loss=args.ad_loss, more_clips=clips[1:],
+            snapshot_every=every, snapshot_to=out, validation_prompt=args.validation_prompt,
+            on_snapshot=_snapshot_printer("temporal"))
         written = _save_result(args, out, ckpt, tlora)
     finally:
         lock.release()
@@ -359,6 +380,44 @@ COMMANDS = {"info": cmd_info, "train-absorber": cmd_train_absorber, "train-tempo
             "generate": cmd_generate, "invert": cmd_invert, "demo": cmd_demo}
 
 
+def _video_parent(video: argparse.ArgumentParser, fit_modes: tuple[str, ...],
+                  repeat: bool = False) -> argparse.ArgumentParser:
+    """The reference-video flags (``repeat``: ``--video`` may be given several times)."""
+    if repeat:
+        video.add_argument("--video", type=Path, required=True, action="append",
+                           help="reference video (mp4, webm, mov, gif); repeat it to learn one motion from several "
+                                "clips (one clip drawn per training step)")
+    else:
+        video.add_argument("--video", type=Path, required=True, help="reference video (mp4, webm, mov, gif)")
+    video.add_argument("--frames", type=int, default=None, help=f"frames taken from the video ({PER_MODEL})")
+    video.add_argument("--fps", type=float, default=None, help=f"rate the frames are taken at ({PER_MODEL})")
+    video.add_argument("--start", type=float, default=0.0, help="start time in seconds")
+    video.add_argument("--fit", choices=fit_modes, default="crop",
+                       help="another shape than the model's: crop the centre (default), pad with black bars, "
+                            "or stretch")
+    video.add_argument("--hold-last", action="store_true",
+                       help="if the video ends before --frames at --fps are taken, repeat its last frame "
+                            "(default: stop with an error naming its duration)")
+    return video
+
+
+def _train_parent(train: argparse.ArgumentParser, repeat: bool = False) -> argparse.ArgumentParser:
+    """The training flags (``repeat``: one ``--prompt``/``--caption`` per ``--video``)."""
+    if repeat:
+        train.add_argument("--prompt", "--caption", dest="prompt", required=True, action="append",
+                           help="caption of the reference; repeat it once per --video (or give one for all)")
+    else:
+        train.add_argument("--prompt", required=True)
+    train.add_argument("--out", type=Path, required=True, help=".safetensors file to write")
+    train.add_argument("--steps", type=int, default=None, help=PER_MODEL)
+    train.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT.checkpoint next to --out")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint folder")
+    train.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                       help="also save the adapter every N steps and at the end, next to --out as "
+                            "OUT_step00300.safetensors, to pick the best one (default 0: no snapshots)")
+    return train
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .video_io import FIT_MODES  # torch-free: --help stays fast
 
@@ -369,30 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: add a counter)")
-    video = argparse.ArgumentParser(add_help=False)
-    video.add_argument("--video", type=Path, required=True, help="reference video (mp4, webm, mov, gif)")
-    video.add_argument("--frames", type=int, default=None, help=f"frames taken from the video ({PER_MODEL})")
-    video.add_argument("--fps", type=float, default=None, help=f"rate the frames are taken at ({PER_MODEL})")
-    video.add_argument("--start", type=float, default=0.0, help="start time in seconds")
-    video.add_argument("--fit", choices=FIT_MODES, default="crop",
-                       help="another shape than the model's: crop the centre (default), pad with black bars, "
-                            "or stretch")
-    video.add_argument("--hold-last", action="store_true",
-                       help="if the video ends before --frames at --fps are taken, repeat its last frame "
-                            "(default: stop with an error naming its duration)")
+    video = _video_parent(argparse.ArgumentParser(add_help=False), FIT_MODES)
+    videos = _video_parent(argparse.ArgumentParser(add_help=False), FIT_MODES, repeat=True)
     size = argparse.ArgumentParser(add_help=False)
     size.add_argument("--height", type=int, default=None,
                       help="pixels to train, invert or generate at; default: the model's native size")
     size.add_argument("--width", type=int, default=None)
-    train = argparse.ArgumentParser(add_help=False)
-    train.add_argument("--prompt", required=True)
-    train.add_argument("--out", type=Path, required=True, help=".safetensors file to write")
-    train.add_argument("--steps", type=int, default=None, help=PER_MODEL)
-    train.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT.checkpoint next to --out")
-    train.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint folder")
-    train.add_argument("--snapshot-every", type=int, default=0, metavar="N",
-                       help="also save the adapter every N steps and at the end, next to --out as "
-                            "OUT_step00300.safetensors, to pick the best one (default 0: no snapshots)")
+    train = _train_parent(argparse.ArgumentParser(add_help=False))
+    train_many = _train_parent(argparse.ArgumentParser(add_help=False), repeat=True)
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("info", parents=[common], help="load a model, print what was found and the defaults it takes")
     p = sub.add_parser("train-absorber", parents=[common, video, size, train],
@@ -405,9 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"patch-crop side as a fraction of the frame, e.g. 0.5,1.0 ({PER_MODEL})")
     p.add_argument("--lr", type=float, default=None, help=f"S-LoRA learning rate ({PER_MODEL})")
     p.add_argument("--ti-lr", type=float, default=None, help=f"textual-inversion learning rate ({PER_MODEL})")
-    p = sub.add_parser("train-temporal", parents=[common, video, size, train],
+    p = sub.add_parser("train-temporal", parents=[common, videos, size, train_many],
                        help="Stage 2: Temporal LoRA on the whole clip (absorber loaded and frozen)")
-    p.add_argument("--absorber", type=Path, default=None, help="absorber .safetensors from train-absorber")
+    p.add_argument("--absorber", type=Path, action="append", default=None,
+                   help="absorber .safetensors from train-absorber; repeat it once per --video (or give one for all)")
     p.add_argument("--rank", type=int, default=None, help=f"T-LoRA rank ({PER_MODEL})")
     p.add_argument("--lr", type=float, default=None, help=f"T-LoRA learning rate ({PER_MODEL})")
     p.add_argument("--min-timestep", type=int, default=None,
@@ -421,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-prompt", default=None,
                    help="with --snapshot-every: sample this prompt at each snapshot (same seed and noise each "
                         "time) and print its motion score against the reference (cav_core.metrics)")
+    p.add_argument("--ad-loss", type=float, default=None, metavar="W",
+                   help=f"weight of the appearance-debiased temporal loss (MotionDirector's; {PER_MODEL}, 0 = off)")
     p = sub.add_parser("generate", parents=[common, size], help="sample a video (T-LoRAs and spatial LoRAs applied)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")

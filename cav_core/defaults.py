@@ -63,8 +63,14 @@ KEYS: dict[str, str] = {
     "temporal.lr": "T-LoRA learning rate (AdamW)",
     "temporal.min_timestep": "T-LoRA trains only on timesteps from here up (training floor)",
     "temporal.recolor": "also train on two hue-rotated, recaptioned copies of the clip",
+    "temporal.ad_loss": "weight of the appearance-debiased temporal loss (0: off)",
     "temporal.validation_steps": "sampling steps of a validation preview",
     "temporal.validation_guidance": "guidance scale of a validation preview",
+    "motiondirector.steps": "MotionDirector baseline: joint training steps",
+    "motiondirector.rank": "MotionDirector baseline: rank of its spatial and temporal LoRAs",
+    "motiondirector.lr": "MotionDirector baseline: learning rate of both LoRAs (AdamW)",
+    "motiondirector.spatial_share": "MotionDirector baseline: share of steps that also train the spatial path",
+    "motiondirector.ad_loss": "MotionDirector baseline: weight of its appearance-debiased temporal loss",
     "train.weight_decay": "AdamW weight decay (both stages)",
     "train.checkpoint_every": "steps between training checkpoints",
     "gate.min_timestep_fraction": "sampling: a T-LoRA acts on timesteps from this fraction of the schedule up",
@@ -81,6 +87,12 @@ KEYS: dict[str, str] = {
 
 _PAPER_RANK_T = "paper: T-LoRA rank 4 (~0.8M parameters on ModelScope)"
 _16_AT_8 = "paper (2 s at 8 fps) and MotionDirector config (n_sample_frames 16, fps 8)"
+
+_MD_SHARE = MOTIONDIRECTOR + " (the spatial path is skipped in 20% of steps)"
+_MD_AD = MOTIONDIRECTOR + " (the appearance-debiased loss is added at weight 1)"
+TOY_MD_STEPS = 700
+TOY_MD_STEPS_SOURCE = ("chosen on the toy: about the wall-clock of the default absorber + T-LoRA "
+                       "(0.32 s a step against 0.21 s a T-LoRA step, docs/EXPERIMENTS.md)")
 
 PROFILES: dict[str, dict[str, Default]] = {
     TOY: {
@@ -100,8 +112,15 @@ PROFILES: dict[str, dict[str, Default]] = {
         "temporal.lr": Default(2e-3, TOY_MEASURED + " (benchmarks/defaults_sweep.py)"),
         "temporal.min_timestep": Default(300, TOY_MEASURED + " (benchmarks/defaults_sweep.py)"),
         "temporal.recolor": Default(True, TOY_MEASURED + ": fidelity 0.82-0.87 against 0.66-0.75 without"),
+        "temporal.ad_loss": Default(0.0, "off until the motion suite's dev half says otherwise (the option is "
+                                         "MotionDirector's appearance-debiased loss)"),
         "temporal.validation_steps": Default(20, CHOSEN),
         "temporal.validation_guidance": Default(7.5, CHOSEN),
+        "motiondirector.steps": Default(TOY_MD_STEPS, TOY_MD_STEPS_SOURCE),
+        "motiondirector.rank": Default(32, MOTIONDIRECTOR + " (lora_rank 32), kept on the toy"),
+        "motiondirector.lr": Default(5e-4, MOTIONDIRECTOR + " (learning_rate 5e-4), kept on the toy"),
+        "motiondirector.spatial_share": Default(0.8, _MD_SHARE),
+        "motiondirector.ad_loss": Default(1.0, _MD_AD),
         "train.weight_decay": Default(1e-2, MOTIONDIRECTOR + " (adam_weight_decay 1e-2)"),
         "train.checkpoint_every": Default(50, MOTIONDIRECTOR + " (checkpointing_steps 50)"),
         "gate.min_timestep_fraction": Default(0.6, TOY_MEASURED + " (t >= 600 of 1000 kept the prompt's colours)"),
@@ -133,8 +152,15 @@ PROFILES: dict[str, dict[str, Default]] = {
         "temporal.min_timestep": Default(0, "paper: the standard diffusion loss over all timesteps"),
         "temporal.recolor": Default(False, CHOSEN + ": a hue rotation of real footage is no real scene "
                                                    "(green skin, magenta grass)"),
+        "temporal.ad_loss": Default(0.0, "paper: the plain diffusion loss (the option is MotionDirector's "
+                                         "appearance-debiased loss, weight 1 there)"),
         "temporal.validation_steps": Default(30, MOTIONDIRECTOR + " (num_inference_steps 30)"),
         "temporal.validation_guidance": Default(12.0, MOTIONDIRECTOR + " (guidance_scale 12)"),
+        "motiondirector.steps": Default(300, MOTIONDIRECTOR + " (max_train_steps 300; 150-500 in its configs)"),
+        "motiondirector.rank": Default(32, MOTIONDIRECTOR + " (lora_rank 32)"),
+        "motiondirector.lr": Default(5e-4, MOTIONDIRECTOR + " (learning_rate 5e-4)"),
+        "motiondirector.spatial_share": Default(0.8, _MD_SHARE),
+        "motiondirector.ad_loss": Default(1.0, _MD_AD),
         "train.weight_decay": Default(1e-2, MOTIONDIRECTOR + " (adam_weight_decay 1e-2)"),
         "train.checkpoint_every": Default(50, MOTIONDIRECTOR + " (checkpointing_steps 50)"),
         "gate.min_timestep_fraction": Default(0.0, "paper: T-LoRA applied on every step"),

@@ -32,6 +32,17 @@ TEMPORAL_MODULE_REGEX = rf"transformer_in|{_BLOCK}\.(?:temp_attentions|temp_conv
 
 ROLE_REGEX = {"temporal": TEMPORAL_ATTENTION_REGEX, "spatial": SPATIAL_ATTENTION_REGEX}
 
+_FFN = r"transformer_blocks\.\d+\.ff\.net\.(?:0\.proj|2)"
+
+#: The MotionDirector baseline's LoRA targets (cav_core/motiondirector.py), full-match regexes
+#: of Linear layers: spatial = the spatial transformers' self-attention (attn1, not the
+#: cross-attention attn2) and feed-forward; temporal = the temporal transformers' attention
+#: and feed-forward, ``transformer_in`` included.
+MOTIONDIRECTOR_REGEX = {
+    "spatial": rf"{_BLOCK}\.attentions\.\d+\.(?:transformer_blocks\.\d+\.attn1\.(?:to_q|to_k|to_v|to_out\.0)|{_FFN})",
+    "temporal": rf"(?:transformer_in|{_BLOCK}\.temp_attentions\.\d+)\.(?:{_ATTN_PROJ}|{_FFN})",
+}
+
 
 def _matching(model: nn.Module, pattern: str) -> list[str]:
     rx = re.compile(pattern)
@@ -51,6 +62,13 @@ def spatial_attention_modules(unet: nn.Module) -> list[str]:
 def temporal_modules(unet: nn.Module) -> list[str]:
     """Names of the whole temporal modules: transformer_in, temp_attentions.*, temp_convs.*."""
     return _matching(unet, TEMPORAL_MODULE_REGEX)
+
+
+def motiondirector_modules(unet: nn.Module, role: str) -> list[str]:
+    """The Linear layers the MotionDirector baseline adapts for ``role`` ('spatial' or 'temporal')."""
+    if role not in MOTIONDIRECTOR_REGEX:
+        raise ValueError(f"unknown adapter role {role!r}; expected one of {sorted(MOTIONDIRECTOR_REGEX)}")
+    return _matching(unet, MOTIONDIRECTOR_REGEX[role])
 
 
 def role_modules(unet: nn.Module, role: str) -> list[str]:

@@ -17,12 +17,13 @@ trainable tensors and AdamW state.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,10 @@ class TrainJob:
     losses: list[float] = field(default_factory=list)
     weight_decay: float | None = None  # None: the model's default (cav_core/defaults.py)
     snapshots: Snapshots | None = None  # saves the adapter every N steps (cav_core/snapshots.py)
+    ad_loss: float = 0.0  # weight of the appearance-debiased term (:func:`diffusion_loss`); 0: plain loss
+    #: Another loss of the same step, added before the backward pass: ``extra_loss(step, generator)``
+    #: after the main forward (the MotionDirector baseline's spatial path, cav_core/motiondirector.py).
+    extra_loss: Callable[[int, torch.Generator], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         d = profile_for(getattr(self.unet, "config", {}))
@@ -291,16 +296,32 @@ def _restore_checkpoint(job: TrainJob, opt: torch.optim.Optimizer) -> int:
     return int(meta["step"])
 
 
+def noise_schedule(config: dict[str, Any]):
+    """The training noise schedule (diffusers DDPMScheduler) of a model's scheduler config."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+
+
+def noised(noise_sched: Any, x0: torch.Tensor, g: torch.Generator,
+           min_timestep: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training draw: ``(x_t, t, target)`` for clean latents ``x0``; noise, then one
+    timestep per sample from ``min_timestep`` up, both from ``g``; the target is the noise
+    or the velocity, as the model predicts."""
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(int(min_timestep), noise_sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
+    xt = noise_sched.add_noise(x0, noise, t)
+    epsilon = noise_sched.config.prediction_type == "epsilon"
+    return xt, t, noise if epsilon else noise_sched.get_velocity(x0, noise, t)
+
+
 def run_training(job: TrainJob) -> list[float]:
     """Train ``job``'s parameters for ``job.steps`` steps (continuing a checkpoint if asked).
 
     ``progress(step, total, info)`` is called every step (info: loss, eta_s, stage and,
     at validation steps, preview frames); if it raises (a cancel), a checkpoint of the
     steps done so far is written before the exception goes on."""
-    from diffusers import DDPMScheduler
-
-    noise_sched = DDPMScheduler.from_config({k: v for k, v in job.noise_config.items() if not k.startswith("_")})
-    prediction = noise_sched.config.prediction_type
+    noise_sched = noise_schedule(job.noise_config)
     opt = torch.optim.AdamW(job.param_groups, weight_decay=job.weight_decay)
     params = _trainable(job)
     start = _restore_checkpoint(job, opt)
@@ -321,14 +342,13 @@ def run_training(job: TrainJob) -> list[float]:
                 _seed_step_dropout(job.seed, step)
                 g = _step_generator(job.seed, step)
                 x0, cond = job.batch(step, g)
-                noise = torch.randn(x0.shape, generator=g)
-                t = torch.randint(int(job.min_timestep), noise_sched.config.num_train_timesteps, (x0.shape[0],),
-                                  generator=g)
-                xt = noise_sched.add_noise(x0, noise, t)
-                target = noise if prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
+                xt, t, target = noised(noise_sched, x0, g, job.min_timestep)
                 with autocast:
                     pred = unet(xt.to(dev, amp_dtype), t.to(dev), encoder_hidden_states=cond.to(dev, amp_dtype)).sample
-                loss = torch.nn.functional.mse_loss(pred.float(), target.to(dev))
+                loss = diffusion_loss(pred.float(), target.to(dev), job.ad_loss, g)
+                if job.extra_loss is not None:
+                    with autocast:
+                        loss = loss + job.extra_loss(step, g)
                 if not torch.isfinite(loss):
                     broken = _broken_inputs(unet, params, x0, cond)
                     if broken:
@@ -398,6 +418,36 @@ def _take_snapshot(job: TrainJob, step: int, params: list[torch.Tensor]) -> torc
         return job.snapshots(step)
     finally:
         job.unet.train()
+
+
+def appearance_debiased_loss(pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator,
+                             beta: float = 1.0) -> torch.Tensor:
+    """MSE of prediction and target after ``beta`` times one anchor frame (drawn from
+    ``generator``) is subtracted from every frame, and the rest scaled by sqrt(1 + beta^2).
+
+    What all frames share (the reference's appearance) cancels against the anchor, so this
+    loss sees the differences between frames, i.e. the motion: MotionDirector's
+    appearance-debiased temporal loss (docs/DESIGN.md, "Peers"). ``pred``/``target``:
+    (B, C, F, h, w)."""
+    anchor = int(torch.randint(0, pred.shape[2], (1,), generator=generator))
+    scale = math.sqrt(1.0 + beta * beta)
+    p = scale * pred - beta * pred[:, :, anchor:anchor + 1]
+    q = scale * target - beta * target[:, :, anchor:anchor + 1]
+    return torch.nn.functional.mse_loss(p, q)
+
+
+def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, ad_loss: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The training loss of one step: MSE, plus ``ad_loss`` times
+    :func:`appearance_debiased_loss`. At weight 0 it is the plain MSE itself, computed the
+    same way and drawing nothing from ``generator`` (a run is bit-identical to one without
+    the option)."""
+    loss = torch.nn.functional.mse_loss(pred, target)
+    if ad_loss:
+        if generator is None:
+            raise ValueError("the appearance-debiased loss draws its anchor frame from a generator; pass one")
+        loss = loss + float(ad_loss) * appearance_debiased_loss(pred, target, generator)
+    return loss
 
 
 def _broken_inputs(unet: nn.Module, trainable: list[torch.Tensor], x0: torch.Tensor, cond: torch.Tensor) -> str:
@@ -701,6 +751,77 @@ def _warn_if_still(frames: torch.Tensor) -> None:
                       f"video has (--fps, fps)", stacklevel=3)
 
 
+@dataclass(frozen=True, eq=False)
+class TrainClip:
+    """One more clip of the same motion for :func:`train_temporal_lora` (``more_clips``): its
+    frames ((F,H,W,3) in 0..1), full caption and optional absorber, which is attached (frozen)
+    only on the steps that draw this clip."""
+
+    frames: torch.Tensor
+    caption: str
+    absorber: AdapterFile | None = None
+
+
+def _draw_clip(g: torch.Generator, clips: int) -> int:
+    # One clip: nothing is drawn, so a one-clip run draws exactly what it drew before more_clips.
+    return int(torch.randint(0, clips, (1,), generator=g)) if clips > 1 else 0
+
+
+def clip_schedule(seed: int, steps: int, clips: int) -> list[int]:
+    """Which clip (0: the first) each step of a ``clips``-clip T-LoRA run trains on: the
+    first draw of the step's own generator, so a resumed run replays the same clips."""
+    return [_draw_clip(_step_generator(check_seed(seed), s), clips) for s in range(int(steps))]
+
+
+@dataclass
+class _Clip:
+    """A training clip made ready: its views (the clip and its recolored copies) as latents
+    and frozen text embeddings, computed once."""
+
+    frames: torch.Tensor
+    caption: str
+    absorber: AdapterFile | None
+    text: str
+    texts: list[str]
+    latents: list[torch.Tensor]
+    conds: list[torch.Tensor]
+    skipped: str | None
+
+
+def _ready_clip(handle: ModelHandle, clip: TrainClip, recolor: bool, height: int | None, width: int | None,
+                label: str) -> _Clip:
+    caption = _check_caption(clip.caption, label)
+    check_absorber(handle, clip.absorber)
+    frames = _prepare_frames(handle, clip.frames, height, width)
+    _warn_if_still(frames)
+    c = handle.base
+    check_training_memory(c, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
+    absorber = clip.absorber
+    text = _caption_for(absorber, caption)
+    skipped = recolor_skip_reason(caption) if recolor else None
+    views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]
+    texts = [text] + [t for _, t in views[1:]]
+    words = handle.with_tokens(absorber.tokens) if absorber is not None and absorber.tokens is not None else handle
+    return _Clip(frames, caption, absorber, text, texts,
+                 latents=[encode_frames(c, f) for f, _ in views],  # each (1, C, F, h, w), once
+                 conds=[text_embeddings(words, [t]) for t in texts],  # frozen: once
+                 skipped=skipped)
+
+
+def _absorber_id(absorber: AdapterFile | None) -> str:
+    if absorber is None or absorber.lora is None:
+        return ""
+    return _fingerprint(*(absorber.lora.tensors[k] for k in sorted(absorber.lora.tensors)))
+
+
+def _check_ad_loss(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+            or not 0 <= weight <= 100:
+        raise InputError(f"ad_loss (--ad-loss, node widget ad_loss) must be a weight in 0..100, got {weight!r}; "
+                         f"0 turns the appearance-debiased loss off")
+    return float(weight)
+
+
 def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str, absorber: AdapterFile | None = None,
                         steps: int | None = None, rank: int | None = None, lr: float | None = None, seed: int = 0,
                         progress: ProgressFn | None = None, validation_prompt: str | None = None,
@@ -708,7 +829,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         resume: bool = False, alpha: float | None = None, validation_steps: int | None = None,
                         validation_guidance: float | None = None, min_timestep: int | None = None,
                         recolor: bool | None = None, height: int | None = None,
-                        width: int | None = None, snapshot_every: int = 0,
+                        width: int | None = None, ad_loss: float | None = None,
+                        more_clips: Sequence[TrainClip] = (), snapshot_every: int = 0,
                         snapshot_to: SnapshotDest | None = None,
                         on_snapshot: Callable[[Snapshot], None] | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
@@ -729,6 +851,14 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
     appearance, which the T-LoRA should not learn (docs/EXPERIMENTS.md §1).
 
+    ``ad_loss``: weight of the appearance-debiased temporal loss (:func:`diffusion_loss`),
+    added to the plain loss; 0 (the default) is off.
+
+    ``more_clips``: further clips of the same motion, each with its own caption and absorber;
+    each step trains on one clip (the first one included), drawn from the step's seed
+    (:func:`clip_schedule`), with that clip's absorber attached. The file's info counts the
+    steps each clip got.
+
     ``height``/``width``: the training size (default: the model's native size).
 
     ``snapshot_every``: also save the T-LoRA every that many steps and at the end, to
@@ -747,79 +877,126 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     alpha = d.resolve("temporal.alpha", alpha)
     alpha = float(rank if alpha is None else alpha)
     recolor = bool(d.resolve("temporal.recolor", recolor))
+    ad_loss = _check_ad_loss(d.resolve("temporal.ad_loss", ad_loss))
     validation_steps = d.resolve("temporal.validation_steps", validation_steps)
     validation_guidance = d.resolve("temporal.validation_guidance", validation_guidance)
     seed = check_seed(seed)
     snapshot_every = _check_snapshots(snapshot_every, steps, snapshot_to)
-    check_absorber(handle, absorber)
-    frames = _prepare_frames(handle, frames, height, width)
-    _warn_if_still(frames)
-    check_training_memory(handle.base, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
+    more_clips = list(more_clips or ())
+    bad = next((i for i, m in enumerate(more_clips) if not isinstance(m, TrainClip)), None)
+    if bad is not None:
+        raise InputError(f"more_clips[{bad}] is a {type(more_clips[bad]).__name__}, not a training clip (TrainClip; "
+                         f"node Add Training Clip)")
+    clips = [_ready_clip(handle, TrainClip(frames, caption, absorber), recolor, height, width, "caption")]
+    clips += [_ready_clip(handle, m, recolor, height, width, f"caption of training clip {i + 2}")
+              for i, m in enumerate(more_clips)]
+    first = clips[0]
     c = handle.base
+    # Every distinct absorber LoRA is attached (merged); with several clips only the drawn
+    # clip's one is switched on for a step.
+    absorbers: list[AdapterFile] = []
+    for k in clips:
+        if k.absorber is not None and k.absorber.lora is not None and all(k.absorber is not a for a in absorbers):
+            absorbers.append(k.absorber)
     work = handle.with_bypass(False)
-    if absorber is not None:
-        work = with_adapter(work, absorber, 1.0, name="absorber", what="the absorber")
-    text = _caption_for(absorber, caption)
-    skipped = recolor_skip_reason(caption) if recolor else None
-    views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]
-    texts = [text] + [t for _, t in views[1:]]
-    latents = [encode_frames(c, f) for f, _ in views]  # each (1, C, F, h, w), once
-    conds = [text_embeddings(work, [t]) for t in texts]  # frozen: once
-    if skipped:
-        note = f"recolor skipped, the T-LoRA trains on the clip as it is: {skipped}"
+    for i, a in enumerate(absorbers):
+        label = "absorber" if len(absorbers) == 1 else f"absorber {i + 1}"
+        # The LoRA only: each clip's captions were embedded with its own absorber's tokens (_ready_clip).
+        work = with_adapter(work, dataclasses.replace(a, tokens=None), 1.0, name=label, what=f"the {label}")
+    active = [[k.absorber is a for a in absorbers] for k in clips]
+    notes = [f"recolor skipped{'' if len(clips) == 1 else f' for training clip {i + 1}'}, the T-LoRA trains on "
+             f"the clip as it is: {k.skipped}" for i, k in enumerate(clips) if k.skipped]
+    if notes:
+        note = "; ".join(notes)
         if progress is None:
             warnings.warn(note, stacklevel=2)
         else:
             progress = _with_note(progress, note)
-    absorber_id = _fingerprint(*(absorber.lora.tensors[k] for k in sorted(absorber.lora.tensors))) \
-        if absorber is not None and absorber.lora is not None else ""
-    fingerprint = _fingerprint("temporal", c.model_id, texts, steps, rank, alpha, lr, seed, min_timestep, frames,
-                               absorber_id,
+    fingerprint = _fingerprint("temporal", c.model_id, first.texts, steps, rank, alpha, lr, seed, min_timestep,
+                               first.frames, _absorber_id(absorber),
                                absorber.tokens.embeddings if absorber is not None and absorber.tokens is not None
-                               else None)
+                               else None,
+                               *([ad_loss] if ad_loss else []),  # absent at 0: older checkpoints still resume
+                               *[p for k in clips[1:] for p in (k.texts, k.frames, _absorber_id(k.absorber),
+                                                                k.absorber.tokens.embeddings
+                                                                if k.absorber is not None and k.absorber.tokens
+                                                                is not None else None)])
+    switch: list[Any] = [None]
 
     def batch(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        i = int(torch.randint(0, len(latents), (1,), generator=g)) if len(latents) > 1 else 0
-        return latents[i], conds[i]
+        j = _draw_clip(g, len(clips))
+        k = clips[j]
+        if switch[0] is not None:
+            switch[0].set_active(active[j])
+        i = int(torch.randint(0, len(k.latents), (1,), generator=g)) if len(k.latents) > 1 else 0
+        return k.latents[i], k.conds[i]
 
     validate = None
     if validation_prompt:
         v_cond = text_embeddings(handle, [validation_prompt])
         v_uncond = text_embeddings(handle, [""])
-        v_noise = seed_noise(seed, tuple(latents[0].shape[1:]))[None]
+        v_noise = seed_noise(seed, tuple(first.latents[0].shape[1:]))[None]
 
         def validate() -> torch.Tensor:
+            if switch[0] is not None:  # preview the motion on the first clip's look
+                switch[0].set_active(active[0])
             out = denoise(c, job.unet, v_cond, v_uncond, v_noise, validation_steps, validation_guidance,
                           d["sample.scheduler"], seed)
             return decode_latents(c, out)[0]
 
-    with work.applied(merge=True) as unet:
+    with work.applied_by_timestep(merge=True) as (unet, step_loras):
+        if len(clips) > 1 and absorbers:
+            switch[0] = step_loras.switch
         with seeded(seed):
             params = add_trainable_lora(unet, "temporal", rank, alpha, "cav_temporal")
+        job = TrainJob("temporal", unet, [{"params": params, "lr": lr}], batch, steps, c.scheduler_config, seed,
+                       fingerprint, progress, _as_dir(checkpoint_dir), resume=resume, validate=validate,
+                       validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)),
+                       min_timestep=min_timestep, ad_loss=ad_loss)
 
         def result(losses: list[float], snapshot: dict | None = None) -> AdapterFile:
-            info = {"caption": caption, "trained_caption": text, "steps": steps, "seed": seed, "lr": lr,
-                    "rank": rank, "min_timestep": min_timestep, "alpha": alpha, "defaults": d.name,
-                    "size": [int(frames.shape[1]), int(frames.shape[2])],
-                    "recolor": f"off: {skipped}" if skipped else "on" if recolor else "off",
-                    "trained_captions": texts,
-                    "absorber": absorber.info.get("kind", absorber.kind) if absorber is not None else "none",
-                    "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))),
-                    "frames": int(frames.shape[0]), **_snapshot_info(snapshot)}
+            info = {**_temporal_info(first, clips, absorber, steps, seed, lr, rank, min_timestep, alpha, d.name,
+                                     recolor, ad_loss, losses), **_snapshot_info(snapshot)}
             lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
             return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info,
                                base_model_name=c.name)
 
-        job = TrainJob("temporal", unet, [{"params": params, "lr": lr}], batch, steps, c.scheduler_config, seed,
-                       fingerprint, progress, _as_dir(checkpoint_dir), resume=resume, validate=validate,
-                       validate_every=int(validate_every or (max(1, steps // 4) if validation_prompt else 0)),
-                       min_timestep=min_timestep)
         # The snapshots of a run with another validation (prompt, steps, guidance) are not this run's.
         run_id = _fingerprint(fingerprint, validation_prompt, validation_steps, validation_guidance)
         job.snapshots = _snapshot_hook(snapshot_every, steps, snapshot_to, lambda extra: result(job.losses, extra),
-                                       run_id, sample=validate, reference=frames, on_snapshot=on_snapshot)
+                                       run_id, sample=validate, reference=first.frames, on_snapshot=on_snapshot)
         tlora = result(run_training(job))
         if job.snapshots is not None:
             job.snapshots.finish()
             tlora.info["snapshots"] = job.snapshots.records()
     return tlora
+
+
+
+
+def _recolor_info(k: _Clip, recolor: bool) -> str:
+    return f"off: {k.skipped}" if k.skipped else "on" if recolor else "off"
+
+
+def _absorber_kind(absorber: AdapterFile | None) -> str:
+    return absorber.info.get("kind", absorber.kind) if absorber is not None else "none"
+
+
+def _temporal_info(first: _Clip, clips: list[_Clip], absorber: AdapterFile | None, steps: int, seed: int, lr: float,
+                   rank: int, min_timestep: int, alpha: float, defaults: str, recolor: bool, ad_loss: float,
+                   losses: list[float]) -> dict[str, Any]:
+    """What a T-LoRA file records about its run (one entry per clip under ``clips`` when it
+    had several)."""
+    info = {"caption": first.caption, "trained_caption": first.text, "steps": steps, "seed": seed, "lr": lr,
+            "rank": rank, "min_timestep": min_timestep, "alpha": alpha, "defaults": defaults,
+            "size": [int(first.frames.shape[1]), int(first.frames.shape[2])],
+            "recolor": _recolor_info(first, recolor), "trained_captions": first.texts,
+            "absorber": _absorber_kind(absorber),
+            "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(first.frames.shape[0]),
+            "ad_loss": ad_loss}
+    if len(clips) > 1:
+        drawn = clip_schedule(seed, steps, len(clips))
+        info["clips"] = [{"caption": k.caption, "trained_captions": k.texts, "frames": int(k.frames.shape[0]),
+                          "absorber": _absorber_kind(k.absorber), "recolor": _recolor_info(k, recolor),
+                          "steps": drawn.count(i)} for i, k in enumerate(clips)]
+    return info

@@ -10,13 +10,14 @@ from .loaders import LoadCAVAdapter, LoadModelScopeT2V, LoadReferenceVideo, Save
 from .metrics import CompareMotion
 from .model_ops import ApplySpatialLoRA, ApplyTemporalLoRA, BypassTemporalLayers
 from .sampling import DDIMInvertVideo, ModelScopeT2VSampler
-from .training import TrainAppearanceAbsorber, TrainTemporalLoRA
+from .training import AddTrainingClip, TrainAppearanceAbsorber, TrainTemporalLoRA
 
 NODES: list[type] = [
     LoadModelScopeT2V,
     LoadReferenceVideo,
     TrainAppearanceAbsorber,
     TrainTemporalLoRA,
+    AddTrainingClip,
     ApplyTemporalLoRA,
     ApplySpatialLoRA,
     BypassTemporalLayers,

@@ -19,5 +19,7 @@ CATEGORY = "Customize-A-Video"
 T2VModel = io.Custom("CAV_T2V_MODEL")
 #: A T-LoRA, S-LoRA or absorber (cav_core.adapter_files.AdapterFile).
 Adapter = io.Custom("CAV_ADAPTER")
+#: Further training clips of one motion (a tuple of cav_core.train.TrainClip), from Add Training Clip.
+TrainingClips = io.Custom("CAV_CLIPS")
 
-__all__ = ["io", "ui", "ComfyExtension", "CATEGORY", "T2VModel", "Adapter"]
+__all__ = ["io", "ui", "ComfyExtension", "CATEGORY", "T2VModel", "Adapter", "TrainingClips"]

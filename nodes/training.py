@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import comfy_bridge as bridge
 from ._defaults import SWITCH, hint, or_none, switch
-from ._io import CATEGORY, Adapter, T2VModel, io
+from ._io import CATEGORY, Adapter, T2VModel, TrainingClips, io
 
 # Widgets left at "default" (0, -1 or "default") take the model's default (nodes/_defaults.py).
 ABSORBER_KINDS = ["both", "lora", "ti"]
@@ -170,6 +170,15 @@ class TrainTemporalLoRA(io.ComfyNode):
                 io.Int.Input("validate_every", default=0, min=0, max=100000, optional=True,
                              tooltip="Steps between validation previews (0: four previews over the run)."),
                 *_snapshot_inputs("T-LoRA", "cav/snapshots/temporal_lora"),
+                io.Float.Input("ad_loss", default=-1.0, min=-1.0, max=100.0, step=0.05, optional=True,
+                               tooltip="Weight of the appearance-debiased temporal loss (MotionDirector's): a "
+                                       "second loss on predictions and targets minus one random anchor frame, so "
+                                       "training sees the changes between frames rather than the look; 0: off. "
+                                       + hint("temporal.ad_loss", "-1")),
+                TrainingClips.Input("more_clips", optional=True,
+                                    tooltip="Optional further clips of the same motion (from Add Training Clip), "
+                                            "each with its own caption and absorber: each training step draws one "
+                                            "clip, this node's own frames included."),
             ],
             outputs=[Adapter.Output(display_name="temporal_lora",
                                     tooltip="The T-LoRA: apply it with Apply Temporal LoRA, or save it."),
@@ -187,19 +196,58 @@ class TrainTemporalLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=-1, absorber=None,
                 validation_prompt="", validate_every=0, recolor="default", snapshot_every=0,
-                snapshot_prefix="cav/snapshots/temporal_lora") -> io.NodeOutput:
+                snapshot_prefix="cav/snapshots/temporal_lora", ad_loss=-1.0, more_clips=None) -> io.NodeOutput:
         from cav_core.train import train_temporal_lora
 
         from .snapshot_grid import snapshot_grid
 
         min_timestep = None if min_timestep is None or min_timestep < 0 else min_timestep  # 0 means all
         dest, shots = _snapshots(snapshot_every, snapshot_prefix)
+        ad_loss = None if ad_loss is None or ad_loss < 0 else ad_loss  # 0 means off
         with bridge.autograd_enabled():
             tlora = train_temporal_lora(
                 model, frames.clone(), caption, absorber=absorber, steps=or_none(steps), rank=or_none(rank),
                 lr=or_none(lr), seed=seed, validation_prompt=validation_prompt.strip() or None,
                 validate_every=validate_every or None, progress=bridge.progress("TrainTemporalLoRA"),
                 min_timestep=min_timestep, recolor=switch(recolor), snapshot_every=snapshot_every,
-                snapshot_to=dest, on_snapshot=shots.append)
+                snapshot_to=dest, on_snapshot=shots.append, ad_loss=ad_loss, more_clips=tuple(more_clips or ()))
         grid = snapshot_grid(shots, frames if shots else None)
         return io.NodeOutput(tlora, grid, _file_list(shots))
+
+
+class AddTrainingClip(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AddTrainingClip",
+            display_name="Add Training Clip",
+            category=CATEGORY,
+            description="One more clip of the same motion for Train Temporal LoRA (its more_clips input): frames, "
+                        "their caption and optional absorber. Chain several; each training step draws one clip, "
+                        "with its own absorber attached, so the T-LoRA keeps what the clips share: the motion.",
+            inputs=[
+                io.Image.Input("frames", tooltip="This clip's frames, in order (fit to the model's size)."),
+                io.String.Input("caption", multiline=True, default="",
+                                tooltip="Full caption of this clip, with the motion, e.g. 'a white square moving "
+                                        "in a circle on a gray background'."),
+                Adapter.Input("absorber", optional=True,
+                              tooltip="Optional appearance absorber of this clip (attached, frozen, on the steps "
+                                      "that draw it)."),
+                TrainingClips.Input("clips", optional=True,
+                                    tooltip="Optional clips added upstream (another Add Training Clip)."),
+            ],
+            outputs=[TrainingClips.Output(display_name="clips",
+                                          tooltip="The upstream clips and this one: connect to Train Temporal "
+                                                  "LoRA's more_clips or to another Add Training Clip.")],
+        )
+
+    @classmethod
+    def execute(cls, frames, caption, absorber=None, clips=None) -> io.NodeOutput:
+        from cav_core.errors import InputError
+        from cav_core.train import TrainClip
+
+        if not caption.strip():
+            raise InputError("Add Training Clip: caption is empty: describe this clip with its motion, e.g. 'a "
+                             "white square moving in a circle on a gray background'")
+        # A new tuple: the upstream node's output is never changed (nodes are pure).
+        return io.NodeOutput(tuple(clips or ()) + (TrainClip(frames.clone(), caption.strip(), absorber),))

@@ -1465,6 +1465,36 @@ def test_bad_input_temp_file_of_a_killed_run(model_dir, tmp_path, out):
     assert sorted(p.name for p in out.iterdir()) == [live.name, "T.safetensors", "keep.mp4"]
 
 
+# --------------------------------------------------------------------------- issue 29: the peers' options
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "1", True])
+def test_bad_input_ad_loss(tiny, frames, bad):
+    with pytest.raises(InputError, match=r"ad_loss \(--ad-loss, node widget ad_loss\) must be a weight in 0\.\.100"):
+        train_temporal_lora(tiny, frames, CAPTION, steps=1, ad_loss=bad)
+
+
+def test_bad_input_more_clips(tiny, frames):
+    from cav_core.train import TrainClip
+
+    with pytest.raises(InputError, match=r"more_clips\[0\] is a Tensor, not a training clip .*Add Training Clip"):
+        train_temporal_lora(tiny, frames, CAPTION, steps=1, more_clips=[frames])
+    with pytest.raises(InputError, match="caption of training clip 2 is empty"):
+        train_temporal_lora(tiny, frames, CAPTION, steps=1, more_clips=[TrainClip(frames, "  ")])
+    with pytest.raises(InputError, match="Add Training Clip: caption is empty"):
+        node_run("AddTrainingClip", frames=frames, caption=" ")
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--caption", "a", "--caption", "b", "--caption", "c"],
+     r"2 --video but 3 --prompt/--caption: give one caption per --video"),
+    (["--caption", "a", "--absorber", "x.safetensors", "--absorber", "y.safetensors", "--absorber", "z.safetensors"],
+     r"2 --video but 3 --absorber: give one absorber per --video"),
+])
+def test_bad_input_video_caption_absorber_counts(tmp_path, capsys, extra, match):
+    _cli_refused(capsys, tmp_path, ["train-temporal", "--video", CLIP, "--video", CLIP, *extra, "--steps", 1,
+                                    "--out", tmp_path / "t.safetensors"], match)
+
+
 # --------------------------------------------------------------------------- the catalogue itself
 
 def _reference_video_node():

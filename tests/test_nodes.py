@@ -135,7 +135,7 @@ def fake_comfy(monkeypatch):
 
 
 def test_every_node_is_documented():
-    assert len(N) == 12
+    assert len(N) == 13
     for name, cls in N.items():
         s = cls.define_schema()
         assert s.category == "Customize-A-Video" and s.display_name and len(s.description) > 60, name
