@@ -535,9 +535,17 @@ def _check_snapshots(every: int, steps: int, dest: SnapshotDest | None) -> int:
     return every
 
 
-def _snapshot_hook(every: int, steps: int, dest: SnapshotDest | None, adapter_at: Callable[[dict], AdapterFile],
-                   run_id: str, **kw: Any) -> Snapshots | None:
-    return Snapshots(every, steps, dest, adapter_at, run_id, **kw) if every else None
+def _train_with_snapshots(job: TrainJob, result: Callable[..., AdapterFile], every: int,
+                          dest: SnapshotDest | None, run_id: str, **kw: Any) -> AdapterFile:
+    """Run ``job`` with a snapshot every ``every`` steps (0: none; cav_core/snapshots.py), then
+    the final adapter ``result(losses)``, whose info lists the snapshots taken."""
+    if every:
+        job.snapshots = Snapshots(every, job.steps, dest, lambda extra: result(job.losses, extra), run_id, **kw)
+    adapter = result(run_training(job))
+    if job.snapshots is not None:
+        job.snapshots.finish()
+        adapter.info["snapshots"] = job.snapshots.records()
+    return adapter
 
 
 def _snapshot_info(snapshot: dict | None) -> dict:
@@ -662,13 +670,7 @@ def train_appearance_absorber(handle: ModelHandle, frames: torch.Tensor, caption
 
         job = TrainJob("absorber", unet, groups, batch, steps, c.scheduler_config, seed, fingerprint, progress,
                        _as_dir(checkpoint_dir), resume=resume)
-        job.snapshots = _snapshot_hook(snapshot_every, steps, snapshot_to, lambda extra: result(job.losses, extra),
-                                       fingerprint, on_snapshot=on_snapshot)
-        absorber = result(run_training(job))
-        if job.snapshots is not None:
-            job.snapshots.finish()
-            absorber.info["snapshots"] = job.snapshots.records()
-    return absorber
+        return _train_with_snapshots(job, result, snapshot_every, snapshot_to, fingerprint, on_snapshot=on_snapshot)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -963,15 +965,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
         # The snapshots of a run with another validation (prompt, steps, guidance) are not this run's.
         run_id = _fingerprint(fingerprint, validation_prompt, validation_steps, validation_guidance)
-        job.snapshots = _snapshot_hook(snapshot_every, steps, snapshot_to, lambda extra: result(job.losses, extra),
-                                       run_id, sample=validate, reference=first.frames, on_snapshot=on_snapshot)
-        tlora = result(run_training(job))
-        if job.snapshots is not None:
-            job.snapshots.finish()
-            tlora.info["snapshots"] = job.snapshots.records()
-    return tlora
-
-
+        return _train_with_snapshots(job, result, snapshot_every, snapshot_to, run_id, sample=validate,
+                                     reference=first.frames, on_snapshot=on_snapshot)
 
 
 def _recolor_info(k: _Clip, recolor: bool) -> str:
