@@ -275,7 +275,8 @@ def test_phone_portrait_with_a_rotation_flag_is_upright(tmp_path):
 # --------------------------------------------------------------------------- command line and node
 
 def _cli_frames(argv: list[str], handle) -> torch.Tensor:
-    args = cli.build_parser().parse_args(["train-temporal", "--prompt", "x", "--out", "t.safetensors", *argv])
+    # train-absorber: one --video (train-temporal takes several, one clip each)
+    args = cli.build_parser().parse_args(["train-absorber", "--prompt", "x", "--out", "t.safetensors", *argv])
     return cli._frames(args, handle)
 
 
