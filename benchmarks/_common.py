@@ -40,3 +40,13 @@ def timer(out: list):
     t = time.perf_counter()
     yield
     out.append(time.perf_counter() - t)
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as indented JSON atomically (a killed run never leaves half a file)."""
+    import json
+
+    from cav_core.fileutil import atomic_write
+
+    text = json.dumps(data, indent=1) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
