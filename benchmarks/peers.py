@@ -184,8 +184,9 @@ def run(args) -> dict:
             print(f"  {m.split} {m.name:20s} {method:14s} fidelity {cell['fidelity']:5.2f} (worst {cell['fid_min']:5.2f})"
                   f" colour {cell['color']:4.0%} shape {cell['shape']:4.0%} leak {cell['leak']:4.0%} spread "
                   f"{cell['spread']:4.1f}px variety {cell['variety']:.3f} train {cell['train_s']:5.0f}s", flush=True)
-            if args.json:
+            if args.json:  # the table so far too: a killed run still leaves whole motions to report
                 out["wall_s"] = time.perf_counter() - t_run
+                out["table"] = table(out["cells"], methods, [m.name for m in motions])
                 write_json(args.json, out)
     out["wall_s"] = time.perf_counter() - t_run
     out["table"] = table(out["cells"], methods, [m.name for m in motions])
