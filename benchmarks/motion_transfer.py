@@ -14,33 +14,18 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
+from _common import evaluate as _evaluate
 from _common import machine, toy_handle
 
 
 def evaluate(handle, meta: dict, seeds: int, steps: int, cfg: float, init=None, blend: float = 1.0) -> dict:
+    """The bundled clip's motion on the demo's new subjects, prompts naming the motion phrase."""
     from cav_core.demo import NEW_SUBJECTS
-    from cav_core.sample import generate
-    from cav_core.toyworld import measures
 
-    ref = np.asarray(meta["centers"], dtype=np.float64)
-    fid, color_ok, leak, starts = [], [], [], []
-    for i in range(seeds):
-        color, shape, bg = NEW_SUBJECTS[i % len(NEW_SUBJECTS)]
-        prompt = f"a {color} {shape} {meta['motion_phrase']} on a {bg} background"
-        v = generate(handle, prompt, steps=steps, guidance_scale=cfg, seed=100 + i, init_latents=init,
-                     init_blend=blend)[0].numpy()
-        tr = measures.centroid_track(v)
-        fid.append(measures.motion_fidelity(tr, ref))
-        got = measures.object_color(v)
-        color_ok.append(got == color)
-        leak.append(got == meta["color"])
-        ok = np.isfinite(tr).all(axis=1)
-        if ok.any():
-            starts.append(tr[ok][0])
-    return {"fidelity": float(np.mean(fid)), "fid_min": float(np.min(fid)), "color": float(np.mean(color_ok)),
-            "leak": float(np.mean(leak)), "spread": float(np.asarray(starts).std(axis=0).mean()) if starts else 0.0}
+    def prompt(subject) -> str:
+        return f"a {subject[0]} {subject[1]} {meta['motion_phrase']} on a {subject[2]} background"
+
+    return _evaluate(handle, meta["centers"], NEW_SUBJECTS, prompt, meta["color"], seeds, steps, cfg, init, blend)
 
 
 def main() -> None:

@@ -1,0 +1,103 @@
+"""Issue #29 item 2, on the DEV half only: why does a T-LoRA at the toy defaults fail on paths
+other than the circle? Trains one T-LoRA per (motion, training variant) and samples it under
+several sampling gates, on the suite's new-subject prompts (which name no motion), writing
+every cell to ``--json`` as soon as it is measured (a killed run loses nothing; ``--resume``
+skips what is there).
+
+    python benchmarks/suite_diagnosis.py --motions spiral_out,back_forth_x --variants default,floor0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import motion_suite as suite
+from _common import evaluate, machine, toy_handle, write_json
+
+TRAIN_VARIANTS: dict[str, dict] = {
+    "default": {},
+    "floor0": {"min_timestep": 0},
+    "floor600": {"min_timestep": 600},
+    "steps2000": {"steps": 2000},
+    "lr4e-3": {"lr": 4e-3},
+    "rank8": {"rank": 8},
+    "norecolor": {"recolor": False},
+    "phrase": {"caption": "phrase"},
+}
+"""Training variants: overrides of ``train_temporal_lora``'s defaults (``caption: phrase``
+trains with the reference's full caption naming a motion word, see ``_phrase``)."""
+
+GATES: dict[str, dict] = {
+    "gate-default": {},
+    "from300-both": {"min_timestep": 300, "cond_only_from": 1000},
+    "from0-both": {"min_timestep": 0, "cond_only_from": 1000},
+    "from600-both": {"min_timestep": 600, "cond_only_from": 1000},
+}
+"""Sampling gates: ``ModelHandle.with_lora`` settings (``cond_only_from`` 1000 = never
+prompt-branch-only, i.e. both guidance branches)."""
+
+
+def _phrase(m: suite.Motion) -> str:
+    # a bundled phrase for a new path: "moving in a circle" is the bundled phrase closest to a
+    # loop; the toy model has never seen any of them, so the word is a free trigger token
+    return m.caption if m.phrase else f"a {m.color} {m.shape} moving in a circle on a {m.background} background"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--motions", default="spiral_out,back_forth_x,ellipse_wide")
+    ap.add_argument("--variants", default="default")
+    ap.add_argument("--gates", default=",".join(GATES))
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "suite_diagnosis_dev.json"))
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from cav_core.train import train_temporal_lora
+
+    handle = toy_handle()
+    out = {"settings": {"split": "dev", "seeds": args.seeds, "sample_seeds": [100, 100 + args.seeds - 1],
+                        "machine": machine(), "absorber": "none", "sampling": "toy defaults (ddim 25, cfg 7.5)"},
+           "cells": {}}
+    if args.resume and Path(args.json).exists():
+        out["cells"] = json.loads(Path(args.json).read_text()).get("cells", {})
+    for name in args.motions.split(","):
+        m = suite.BY_NAME[name]
+        if m.split != suite.DEV:
+            raise SystemExit(f"{name} is a test motion: the diagnosis tunes on the dev half only")
+        subjects = suite.prompts_for(m, args.seeds)
+        if f"base|{name}" not in out["cells"]:
+            out["cells"][f"base|{name}"] = evaluate(handle, m.centers(), subjects, suite.prompt_text, m.color,
+                                                    args.seeds)
+            write_json(args.json, out)
+        for variant in args.variants.split(","):
+            kw = dict(TRAIN_VARIANTS[variant])
+            caption = _phrase(m) if kw.pop("caption", None) == "phrase" else m.caption
+            lora, train_s = None, None
+            for gate in args.gates.split(","):
+                key = f"{variant}|{gate}|{name}"
+                if key in out["cells"]:
+                    continue
+                if lora is None:
+                    t = time.perf_counter()
+                    res = train_temporal_lora(handle, torch.from_numpy(m.frames()), caption, seed=0, **kw)
+                    lora, train_s = res.lora, time.perf_counter() - t
+                cell = evaluate(handle.with_lora(lora, **GATES[gate]), m.centers(), subjects, suite.prompt_text,
+                                m.color, args.seeds)
+                cell.update(train_s=train_s, caption=caption, recolor=res.info.get("recolor"))
+                out["cells"][key] = cell
+                write_json(args.json, out)
+                print(f"{name:18s} {variant:10s} {gate:13s} fidelity {cell['fidelity']:5.2f} (worst "
+                      f"{cell['fid_min']:5.2f}) colour {cell['color']:4.0%} leak {cell['leak']:4.0%} "
+                      f"spread {cell['spread']:4.1f} train {train_s:4.0f}s", flush=True)
+        b = out["cells"][f"base|{name}"]
+        print(f"{name:18s} base model              fidelity {b['fidelity']:5.2f} colour {b['color']:4.0%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The motion suite (benchmarks/motion_suite.py) and the peers table (benchmarks/peers.py):
+the split is fixed and disjoint, the paths are deterministic and fit the frame, and the
+table's --quick mode runs end to end (at a further reduced setting, so it stays CI-sized)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import motion_suite as suite  # noqa: E402
+import peers  # noqa: E402
+
+from cav_core.toyworld.spec import CENTER_MAX, CENTER_MIN, CURVED_MOTIONS  # noqa: E402
+
+
+def test_suite_split_is_fixed_and_families_are_disjoint():
+    dev, test = suite.motions("dev"), suite.motions("test")
+    assert {m.name for m in dev}.isdisjoint(m.name for m in test)
+    assert {m.family for m in dev}.isdisjoint(m.family for m in test)
+    new = [m for m in suite.SUITE if m.family not in CURVED_MOTIONS]
+    assert len(new) >= 12 and len(test) >= 6
+    # every bundled clip is in the dev half (the defaults were tuned on the circle)
+    assert {"circle", "zigzag", "bounce"} <= {m.name for m in dev}
+    looks = {(m.color, m.background) for m in suite.SUITE}
+    assert {"white"} <= {c for c, _ in looks} and {"gray", "black"} <= {b for _, b in looks}
+
+
+def test_suite_paths_are_deterministic_moving_and_inside_the_frame():
+    for m in suite.SUITE:
+        c = m.centers()
+        np.testing.assert_array_equal(c, m.centers())
+        assert c.shape == (16, 2)
+        assert c.min() >= CENTER_MIN - 1e-9 and c.max() <= CENTER_MAX + 1e-9, m.name
+        assert np.hypot(*np.diff(c, axis=0).T).sum() > 10.0, m.name
+    # the bundled three are exactly the shipped clips' paths
+    from cav_core.toyworld.clips import reference_clip
+
+    np.testing.assert_allclose(suite.BY_NAME["zigzag"].centers(), reference_clip("zigzag").centers, atol=1e-9)
+
+
+def test_new_subject_prompts_name_no_motion_and_differ_from_the_reference():
+    from cav_core.toyworld.spec import motion_unnamed_caption
+
+    for m in suite.SUITE:
+        subjects = suite.prompts_for(m, 8)
+        assert len(subjects) == 8
+        for s in subjects:
+            assert s[0] != m.color
+            assert suite.prompt_text(s) == motion_unnamed_caption(*s)
+            assert not any(phrase in suite.prompt_text(s) for phrase in CURVED_MOTIONS.values())
+            assert s in suite.good_subjects()
+
+
+def test_peers_quick_runs_end_to_end(tmp_path, capsys):
+    out_json = tmp_path / "peers.json"
+    out = peers.main(["--quick", "--split", "dev", "--motions", "1", "--seeds", "2", "--sample-steps", "2",
+                      "--temporal-steps", "2", "--absorber-steps", "2", "--md-steps", "2", "--json", str(out_json)])
+    saved = json.loads(out_json.read_text())
+    assert saved["table"].keys() == out["table"].keys() == set(peers.METHODS)
+    for method in ("base", "inversion@1", "inversion@0.5", "cav", "cav-noabs"):
+        row = saved["table"][method]
+        assert -1.0 <= row["fidelity"] <= 1.0 and row["worst"] <= row["fidelity"]
+        assert 0.0 <= row["variety"] <= 1.0
+    assert saved["table"]["base"]["color_vs_base"] == 0.0
+    assert saved["table"]["cav"]["train_s"] > 0.0 and saved["table"]["base"]["train_s"] == 0.0
+    printed = capsys.readouterr().out
+    assert "threads" in printed and "seeds per motion" in printed
