@@ -72,8 +72,8 @@ def train(handle, method: str, motion: suite.Motion, steps: dict, seed: int = 0)
                                                  steps=steps.get("absorber"), seed=seed)
         return train_temporal_lora(handle, frames, motion.caption, absorber=absorber, steps=steps.get("temporal"),
                                    seed=seed, **steps.get("temporal_kw", {})).lora
-    if method == "md":
-        return _md()(handle, frames, motion.caption, steps=steps.get("md"), seed=seed).temporal.lora
+    if method == "md":  # the whole run: it samples through motiondirector_handle (its own gate)
+        return _md()(handle, frames, motion.caption, steps=steps.get("md"), seed=seed)
     raise ValueError(method)
 
 
@@ -81,13 +81,7 @@ def default_steps(handle) -> dict:
     from cav_core.defaults import profile_for
 
     d = profile_for(handle)
-    md = None
-    try:
-        from cav_core import motiondirector
-
-        md = getattr(motiondirector, "DEFAULT_STEPS", None)
-    except ImportError:
-        pass
+    md = d["motiondirector.steps"] if _md() is not None else None
     return {"absorber": d["absorber.steps"], "temporal": d["temporal.steps"], "md": md}
 
 
@@ -177,7 +171,13 @@ def run(args) -> dict:
                     t = time.perf_counter()
                     lora_cache[need] = (train(handle, need, m, s), time.perf_counter() - t)
                 lora, cell["train_s"] = lora_cache[need]
-                h = handle.with_lora(lora)
+                if need == "md":
+                    from cav_core.motiondirector import motiondirector_handle
+
+                    # MotionDirector's LoRA acts on every step and both branches, its spatial LoRA off
+                    h = motiondirector_handle(handle, lora)
+                else:
+                    h = handle.with_lora(lora)
             cell.update(evaluate(h, ref, subjects, suite.prompt_text, m.color, args.seeds, args.sample_steps,
                                  args.cfg, init, blend))
             out["cells"][key] = cell

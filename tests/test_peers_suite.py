@@ -61,7 +61,7 @@ def test_peers_quick_runs_end_to_end(tmp_path, capsys):
                       "--temporal-steps", "2", "--absorber-steps", "2", "--md-steps", "2", "--json", str(out_json)])
     saved = json.loads(out_json.read_text())
     assert saved["table"].keys() == out["table"].keys() == set(peers.METHODS)
-    for method in ("base", "inversion@1", "inversion@0.5", "cav", "cav-noabs"):
+    for method in ("base", "inversion@1", "inversion@0.5", "cav", "cav-noabs", "md@0", "md@0.5"):
         row = saved["table"][method]
         assert -1.0 <= row["fidelity"] <= 1.0 and row["worst"] <= row["fidelity"]
         assert 0.0 <= row["variety"] <= 1.0
