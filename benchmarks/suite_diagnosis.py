@@ -55,6 +55,10 @@ def main() -> None:
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "suite_diagnosis_dev.json"))
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
+    for kind, names, known in (("--gates", args.gates, GATES), ("--variants", args.variants, TRAIN_VARIANTS)):
+        bad = [n for n in names.split(",") if n not in known]
+        if bad:  # before any training, not after the first one
+            raise SystemExit(f"{kind}: unknown {', '.join(bad)}; choose from {', '.join(known)}")
 
     import torch
 
