@@ -128,8 +128,10 @@ class Snapshots:
 
     def _adopt(self, step: int, path: Path) -> Snapshot:
         score = (read_snapshot_info(path) or {}).get("motion_score")
-        shot = Snapshot(step, path, float(score) if isinstance(score, (int, float)) else None)
-        self.taken[step] = shot
+        return self._record(Snapshot(step, path, float(score) if isinstance(score, (int, float)) else None))
+
+    def _record(self, shot: Snapshot) -> Snapshot:
+        self.taken[shot.step] = shot
         if self.on_snapshot is not None:
             self.on_snapshot(shot)
         return shot
@@ -154,10 +156,7 @@ class Snapshots:
             path = Path(self.dest(step, adapter))
         else:
             path = save_adapter(snapshot_path(self.dest, step), adapter, overwrite=False, unique=True)
-        shot = Snapshot(step, path, score, preview)
-        self.taken[step] = shot
-        if self.on_snapshot is not None:
-            self.on_snapshot(shot)
+        self._record(Snapshot(step, path, score, preview))
         return preview
 
     def finish(self) -> list[Snapshot]:

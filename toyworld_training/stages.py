@@ -28,6 +28,17 @@ def _resumed_optimizer(opt: torch.optim.Optimizer, blob: dict | None, stage: str
         opt.load_state_dict(blob["opt"])
 
 
+def _vae_step(tr: Trainer, opt: torch.optim.Optimizer, loss: torch.Tensor, stage: str, total: int) -> None:
+    """One optimizer step of the VAE or decoder stage, counted; logged and checkpointed every 100."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    tr.state["step"] += 1
+    if tr.state["step"] % 100 == 0:
+        tr.log(f"{stage} step {tr.state['step']}/{total} loss {loss.item():.5f}")
+        tr.save(opt)
+
+
 def run_vae(tr: Trainer, blob: dict | None, deadline: float) -> None:
     """AutoencoderKL on single frames (MSE + tiny KL), then its latent scaling factor."""
     vae = tr.c.vae
@@ -41,13 +52,7 @@ def run_vae(tr: Trainer, blob: dict | None, deadline: float) -> None:
         z = post.sample(generator=torch.Generator().manual_seed(step))
         rec = vae.decode(z).sample
         loss = F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        tr.state["step"] += 1
-        if tr.state["step"] % 100 == 0:
-            tr.log(f"vae step {tr.state['step']}/{tr.cfg['vae_steps']} loss {loss.item():.5f}")
-            tr.save(opt)
+        _vae_step(tr, opt, loss, "vae", tr.cfg["vae_steps"])
     vae.eval().requires_grad_(False)
     if tr.state["step"] < tr.cfg["vae_steps"]:
         tr.save(opt)
@@ -106,13 +111,7 @@ def run_decoder(tr: Trainer, blob: dict | None, deadline: float) -> None:
         rec = vae.decode(z).sample
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
         set_learning_rate(opt, learning_rate(lr, step, total))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        tr.state["step"] += 1
-        if tr.state["step"] % 100 == 0:
-            tr.log(f"decoder step {tr.state['step']}/{total} loss {loss.item():.5f}")
-            tr.save(opt)
+        _vae_step(tr, opt, loss, "decoder", total)
     vae.eval().requires_grad_(False)
     tr.end_sitting("decoder", total, opt)
 
