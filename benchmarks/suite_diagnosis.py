@@ -26,6 +26,8 @@ TRAIN_VARIANTS: dict[str, dict] = {
     "rank8": {"rank": 8},
     "norecolor": {"recolor": False},
     "phrase": {"caption": "phrase"},
+    "rebg": {"rebackground": True},
+    "rebg-steps2000": {"rebackground": True, "steps": 2000},
 }
 """Training variants: overrides of ``train_temporal_lora``'s defaults (``caption: phrase``
 trains with the reference's full caption naming a motion word, see ``_phrase``)."""
@@ -35,9 +37,26 @@ GATES: dict[str, dict] = {
     "from300-both": {"min_timestep": 300, "cond_only_from": 1000},
     "from0-both": {"min_timestep": 0, "cond_only_from": 1000},
     "from600-both": {"min_timestep": 600, "cond_only_from": 1000},
+    "from300-cond": {"min_timestep": 300, "cond_only_from": 0},
+    "from0-cond": {"min_timestep": 0, "cond_only_from": 0},
+    "strength1.5": {"strength": 1.5},
+    "strength2": {"strength": 2.0},
+    "prior0.25": {"prior": 0.25},
+    "prior0.5": {"prior": 0.5},
+    "prior0.75": {"prior": 0.75},
+    "prior0.9": {"prior": 0.9},
+    "prior1": {"prior": 1.0},
+    "strength1.25": {"strength": 1.25},
+    "strength0.75": {"strength": 0.75},
+    "both300-cond600": {"min_timestep": 300, "cond_only_from": 600},
+    "cfg4": {"cfg": 4.0},
+    "cfg12": {"cfg": 12.0},
+    "ddim50": {"steps": 50},
 }
-"""Sampling gates: ``ModelHandle.with_lora`` settings (``cond_only_from`` 1000 = never
-prompt-branch-only, i.e. both guidance branches)."""
+"""Sampling settings: ``ModelHandle.with_lora`` settings (``cond_only_from`` 1000 = never
+prompt-branch-only, i.e. both guidance branches; ``strength``), and ``prior``: the share of
+the reference's DDIM inversion in the start noise (``sqrt(p)·inv + sqrt(1-p)·noise``, the
+peers' noise prior) under the default gate."""
 
 
 def _phrase(m: suite.Motion) -> str:
@@ -54,6 +73,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "suite_diagnosis_dev.json"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--lora-cache", default=None,
+                    help="folder: save each trained T-LoRA there and reuse it on a later run (training is seeded)")
     args = ap.parse_args()
     for kind, names, known in (("--gates", args.gates, GATES), ("--variants", args.variants, TRAIN_VARIANTS)):
         bad = [n for n in names.split(",") if n not in known]
@@ -62,9 +83,12 @@ def main() -> None:
 
     import torch
 
+    from cav_core.adapter_files import load_adapter, save_adapter
+    from cav_core.sample import invert_video
     from cav_core.train import train_temporal_lora
 
     handle = toy_handle()
+    inverted: dict = {}  # motion -> its reference's DDIM inversion, made once
     out = {"settings": {"split": "dev", "seeds": args.seeds, "sample_seeds": [100, 100 + args.seeds - 1],
                         "machine": machine(), "absorber": "none", "sampling": "toy defaults (ddim 25, cfg 7.5)"},
            "cells": {}}
@@ -84,15 +108,30 @@ def main() -> None:
             caption = _phrase(m) if kw.pop("caption", None) == "phrase" else m.caption
             lora, train_s = None, None
             for gate in args.gates.split(","):
+                sampling = dict(GATES[gate])
+                prior = sampling.pop("prior", 0.0)
+                cfg, steps = sampling.pop("cfg", None), sampling.pop("steps", None)
+                if prior and name not in inverted:
+                    inverted[name] = invert_video(handle, torch.from_numpy(m.frames()), m.caption)
                 key = f"{variant}|{gate}|{name}"
                 if key in out["cells"]:
                     continue
                 if lora is None:
+                    cached = Path(args.lora_cache) / f"{variant}_{name}.safetensors" if args.lora_cache else None
                     t = time.perf_counter()
-                    res = train_temporal_lora(handle, torch.from_numpy(m.frames()), caption, seed=0, **kw)
-                    lora, train_s = res.lora, time.perf_counter() - t
-                cell = evaluate(handle.with_lora(lora, **GATES[gate]), m.centers(), subjects, suite.prompt_text,
-                                m.color, args.seeds)
+                    if cached is not None and cached.exists():
+                        res = load_adapter(cached)
+                        train_s = float(res.info.get("train_s", "nan"))
+                    else:
+                        res = train_temporal_lora(handle, torch.from_numpy(m.frames()), caption, seed=0, **kw)
+                        train_s = time.perf_counter() - t
+                        if cached is not None:
+                            res.info["train_s"] = train_s
+                            save_adapter(cached, res)
+                    lora = res.lora
+                init, blend = (inverted[name], prior) if prior else (None, 1.0)
+                cell = evaluate(handle.with_lora(lora, **sampling), m.centers(), subjects, suite.prompt_text,
+                                m.color, args.seeds, steps=steps, cfg=cfg, init=init, blend=blend)
                 cell.update(train_s=train_s, caption=caption, recolor=res.info.get("recolor"))
                 out["cells"][key] = cell
                 write_json(args.json, out)

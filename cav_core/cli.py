@@ -269,6 +269,7 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
             handle, frames, clips[0].caption, absorber=clips[0].absorber, steps=args.steps, rank=args.rank,
             lr=args.lr, seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
             resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor),
+            rebackground={"on": True, "off": False}.get(args.rebackground),
             height=frames.shape[1], width=frames.shape[2], ad_loss=args.ad_loss, more_clips=clips[1:],
             snapshot_every=every, snapshot_to=out, validation_prompt=args.validation_prompt,
             on_snapshot=_snapshot_printer("temporal"))
@@ -462,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "skipped where that would make the caption false (default: on for the toy model, where "
                         "it was measured, off for other models)")
     p.add_argument("--no-recolor", dest="recolor", action="store_const", const="off", help="same as --recolor off")
+    p.add_argument("--rebackground", choices=("default", "on", "off"), default="default",
+                   help="also train on those copies moved onto the other plain background (black or gray) with the "
+                        "caption's background word swapped; skipped unless the caption names one and the clip's "
+                        "border is that colour (default: per model, see `info`; measured on the toy model only)")
     p.add_argument("--validation-prompt", default=None,
                    help="with --snapshot-every: sample this prompt at each snapshot (same seed and noise each "
                         "time) and print its motion score against the reference (cav_core.metrics)")

@@ -63,6 +63,7 @@ KEYS: dict[str, str] = {
     "temporal.lr": "T-LoRA learning rate (AdamW)",
     "temporal.min_timestep": "T-LoRA trains only on timesteps from here up (training floor)",
     "temporal.recolor": "also train on two hue-rotated, recaptioned copies of the clip",
+    "temporal.rebackground": "also train on the clip's views moved onto the other plain background, recaptioned",
     "temporal.ad_loss": "weight of the appearance-debiased temporal loss (0: off)",
     "temporal.validation_steps": "sampling steps of a validation preview",
     "temporal.validation_guidance": "guidance scale of a validation preview",
@@ -112,6 +113,8 @@ PROFILES: dict[str, dict[str, Default]] = {
         "temporal.lr": Default(2e-3, TOY_MEASURED + " (benchmarks/defaults_sweep.py)"),
         "temporal.min_timestep": Default(300, TOY_MEASURED + " (benchmarks/defaults_sweep.py)"),
         "temporal.recolor": Default(True, TOY_MEASURED + ": fidelity 0.82-0.87 against 0.66-0.75 without"),
+        "temporal.rebackground": Default(False, TOY_MEASURED + ": dev-half fidelity 0.64 against 0.58 without, but "
+                                                "prompt colour 86% against 93% (docs/EXPERIMENTS.md §9)"),
         "temporal.ad_loss": Default(0.0, "off until the motion suite's dev half says otherwise (the option is "
                                          "MotionDirector's appearance-debiased loss)"),
         "temporal.validation_steps": Default(20, CHOSEN),
@@ -152,6 +155,7 @@ PROFILES: dict[str, dict[str, Default]] = {
         "temporal.min_timestep": Default(0, "paper: the standard diffusion loss over all timesteps"),
         "temporal.recolor": Default(False, CHOSEN + ": a hue rotation of real footage is no real scene "
                                                    "(green skin, magenta grass)"),
+        "temporal.rebackground": Default(False, CHOSEN + ": real footage has no plain background to key out"),
         "temporal.ad_loss": Default(0.0, "paper: the plain diffusion loss (the option is MotionDirector's "
                                          "appearance-debiased loss, weight 1 there)"),
         "temporal.validation_steps": Default(30, MOTIONDIRECTOR + " (num_inference_steps 30)"),

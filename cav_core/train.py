@@ -42,6 +42,7 @@ from .fileutil import atomic_write, check_output_path, clean_stale_temps, os_err
 from .gate import check_min_timestep
 from .handle import ModelHandle, with_adapter
 from .progress import Eta
+from .rebackground import rebackground_skip_reason, rebackground_views
 from .recolor import hue_rotated_views, recolor_skip_reason
 from .sample import ProgressFn, check_seed, denoise, latent_size, seed_noise
 from .snapshots import Snapshot, SnapshotDest, Snapshots, check_snapshot_every
@@ -777,8 +778,8 @@ def clip_schedule(seed: int, steps: int, clips: int) -> list[int]:
 
 @dataclass
 class _Clip:
-    """A training clip made ready: its views (the clip and its recolored copies) as latents
-    and frozen text embeddings, computed once."""
+    """A training clip made ready: its views (the clip, its recolored copies and their copies
+    on the other plain backgrounds) as latents and frozen text embeddings, computed once."""
 
     frames: torch.Tensor
     caption: str
@@ -788,10 +789,11 @@ class _Clip:
     latents: list[torch.Tensor]
     conds: list[torch.Tensor]
     skipped: str | None
+    bg_skipped: str | None = None
 
 
 def _ready_clip(handle: ModelHandle, clip: TrainClip, recolor: bool, height: int | None, width: int | None,
-                label: str) -> _Clip:
+                label: str, rebackground: bool = False) -> _Clip:
     caption = _check_caption(clip.caption, label)
     check_absorber(handle, clip.absorber)
     frames = _prepare_frames(handle, clip.frames, height, width)
@@ -802,12 +804,15 @@ def _ready_clip(handle: ModelHandle, clip: TrainClip, recolor: bool, height: int
     text = _caption_for(absorber, caption)
     skipped = recolor_skip_reason(caption) if recolor else None
     views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]
+    bg_skipped = rebackground_skip_reason(frames, caption) if rebackground else None
+    if rebackground and not bg_skipped:
+        views += [v for f, t in list(views) for v in rebackground_views(f, t)]
     texts = [text] + [t for _, t in views[1:]]
     words = handle.with_tokens(absorber.tokens) if absorber is not None and absorber.tokens is not None else handle
     return _Clip(frames, caption, absorber, text, texts,
                  latents=[encode_frames(c, f) for f, _ in views],  # each (1, C, F, h, w), once
                  conds=[text_embeddings(words, [t]) for t in texts],  # frozen: once
-                 skipped=skipped)
+                 skipped=skipped, bg_skipped=bg_skipped)
 
 
 def _absorber_id(absorber: AdapterFile | None) -> str:
@@ -831,7 +836,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         resume: bool = False, alpha: float | None = None, validation_steps: int | None = None,
                         validation_guidance: float | None = None, min_timestep: int | None = None,
                         recolor: bool | None = None, height: int | None = None,
-                        width: int | None = None, ad_loss: float | None = None,
+                        width: int | None = None, ad_loss: float | None = None, rebackground: bool | None = None,
                         more_clips: Sequence[TrainClip] = (), snapshot_every: int = 0,
                         snapshot_to: SnapshotDest | None = None,
                         on_snapshot: Callable[[Snapshot], None] | None = None) -> AdapterFile:
@@ -848,6 +853,13 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     said once (as the first progress call's ``info["note"]``, or as a warning without a
     ``progress``) and recorded in the file's info. Measured only on the toy model, where it
     is on by default; off by default on other models.
+
+    ``rebackground``: also train on copies of each of those views on the other plain
+    background, the caption's background word swapped (:mod:`cav_core.rebackground`), so
+    the T-LoRA keys on the path rather than on the reference's scene. Skipped, and said like
+    recolor's skip, unless the caption names one plain background and the clip's border is
+    that colour. Measured only on the toy model, where it is on by default; off by default on
+    other models.
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
@@ -879,6 +891,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     alpha = d.resolve("temporal.alpha", alpha)
     alpha = float(rank if alpha is None else alpha)
     recolor = bool(d.resolve("temporal.recolor", recolor))
+    rebackground = bool(d.resolve("temporal.rebackground", rebackground))
     ad_loss = _check_ad_loss(d.resolve("temporal.ad_loss", ad_loss))
     validation_steps = d.resolve("temporal.validation_steps", validation_steps)
     validation_guidance = d.resolve("temporal.validation_guidance", validation_guidance)
@@ -889,8 +902,9 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     if bad is not None:
         raise InputError(f"more_clips[{bad}] is a {type(more_clips[bad]).__name__}, not a training clip (TrainClip; "
                          f"node Add Training Clip)")
-    clips = [_ready_clip(handle, TrainClip(frames, caption, absorber), recolor, height, width, "caption")]
-    clips += [_ready_clip(handle, m, recolor, height, width, f"caption of training clip {i + 2}")
+    clips = [_ready_clip(handle, TrainClip(frames, caption, absorber), recolor, height, width, "caption",
+                         rebackground)]
+    clips += [_ready_clip(handle, m, recolor, height, width, f"caption of training clip {i + 2}", rebackground)
               for i, m in enumerate(more_clips)]
     first = clips[0]
     c = handle.base
@@ -908,6 +922,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     active = [[k.absorber is a for a in absorbers] for k in clips]
     notes = [f"recolor skipped{'' if len(clips) == 1 else f' for training clip {i + 1}'}, the T-LoRA trains on "
              f"the clip as it is: {k.skipped}" for i, k in enumerate(clips) if k.skipped]
+    notes += [f"rebackground skipped{'' if len(clips) == 1 else f' for training clip {i + 1}'}: {k.bg_skipped}"
+              for i, k in enumerate(clips) if k.bg_skipped]
     if notes:
         note = "; ".join(notes)
         if progress is None:
@@ -958,7 +974,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
         def result(losses: list[float], snapshot: dict | None = None) -> AdapterFile:
             info = {**_temporal_info(first, clips, absorber, steps, seed, lr, rank, min_timestep, alpha, d.name,
-                                     recolor, ad_loss, losses), **_snapshot_info(snapshot)}
+                                     recolor, ad_loss, losses, rebackground), **_snapshot_info(snapshot)}
             lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
             return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info,
                                base_model_name=c.name)
@@ -973,19 +989,24 @@ def _recolor_info(k: _Clip, recolor: bool) -> str:
     return f"off: {k.skipped}" if k.skipped else "on" if recolor else "off"
 
 
+def _rebackground_info(k: _Clip, rebackground: bool) -> str:
+    return f"off: {k.bg_skipped}" if k.bg_skipped else "on" if rebackground else "off"
+
+
 def _absorber_kind(absorber: AdapterFile | None) -> str:
     return absorber.info.get("kind", absorber.kind) if absorber is not None else "none"
 
 
 def _temporal_info(first: _Clip, clips: list[_Clip], absorber: AdapterFile | None, steps: int, seed: int, lr: float,
                    rank: int, min_timestep: int, alpha: float, defaults: str, recolor: bool, ad_loss: float,
-                   losses: list[float]) -> dict[str, Any]:
+                   losses: list[float], rebackground: bool = False) -> dict[str, Any]:
     """What a T-LoRA file records about its run (one entry per clip under ``clips`` when it
     had several)."""
     info = {"caption": first.caption, "trained_caption": first.text, "steps": steps, "seed": seed, "lr": lr,
             "rank": rank, "min_timestep": min_timestep, "alpha": alpha, "defaults": defaults,
             "size": [int(first.frames.shape[1]), int(first.frames.shape[2])],
-            "recolor": _recolor_info(first, recolor), "trained_captions": first.texts,
+            "recolor": _recolor_info(first, recolor), "rebackground": _rebackground_info(first, rebackground),
+            "trained_captions": first.texts,
             "absorber": _absorber_kind(absorber),
             "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(first.frames.shape[0]),
             "ad_loss": ad_loss}
@@ -993,5 +1014,6 @@ def _temporal_info(first: _Clip, clips: list[_Clip], absorber: AdapterFile | Non
         drawn = clip_schedule(seed, steps, len(clips))
         info["clips"] = [{"caption": k.caption, "trained_captions": k.texts, "frames": int(k.frames.shape[0]),
                           "absorber": _absorber_kind(k.absorber), "recolor": _recolor_info(k, recolor),
+                          "rebackground": _rebackground_info(k, rebackground),
                           "steps": drawn.count(i)} for i, k in enumerate(clips)]
     return info

@@ -65,3 +65,13 @@ def test_bad_input_exits_2_with_a_message(model_dir, tmp_path, monkeypatch, caps
 def test_missing_model_folder(tmp_path, capsys):
     assert run("info", "--model", tmp_path / "nothing") == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_rebackground_is_a_train_temporal_flag(model_dir, tmp_path):
+    t = tmp_path / "t.safetensors"
+    assert run("train-temporal", "--model", model_dir, "--video", CLIP, "--prompt",
+               "a red circle moving in a circle on a black background", "--out", t, "--steps", 1,
+               "--rebackground", "on") == 0
+    info = load_adapter(t).info
+    assert info["rebackground"] == "on" and "a red circle moving in a circle on a gray background" in \
+        info["trained_captions"]
