@@ -1,10 +1,11 @@
 """Issue #29 item 2, on the DEV half only: why does a T-LoRA at the toy defaults fail on paths
 other than the circle? Trains one T-LoRA per (motion, training variant) and samples it under
-several sampling gates, on the suite's new-subject prompts (which name no motion), writing
+several sampling settings (gates, strength, noise prior, guidance, steps), on the suite's new-subject prompts (which name no motion), writing
 every cell to ``--json`` as soon as it is measured (a killed run loses nothing; ``--resume``
 skips what is there).
 
     python benchmarks/suite_diagnosis.py --motions spiral_out,back_forth_x --variants default,floor0
+    python benchmarks/suite_diagnosis.py --motions spiral_out --gates prior0.5,cfg4 --lora-cache /tmp/loras
 """
 
 from __future__ import annotations
