@@ -179,13 +179,6 @@ class TrainTemporalLoRA(io.ComfyNode):
                                     tooltip="Optional further clips of the same motion (from Add Training Clip), "
                                             "each with its own caption and absorber: each training step draws one "
                                             "clip, this node's own frames included."),
-                io.Combo.Input("rebackground", options=SWITCH, default="default", optional=True,
-                               tooltip="Also train on copies of the clip (and its recolored copies) moved onto "
-                                       "the other plain background, black or gray, with the caption's background "
-                                       "word swapped, so the T-LoRA keeps the path and not the reference's scene. "
-                                       "Skipped (and said in the log) unless the caption names one of them and "
-                                       "the clip's border is that colour. Measured on the toy model only. "
-                                       + hint("temporal.rebackground", "default")),
             ],
             outputs=[Adapter.Output(display_name="temporal_lora",
                                     tooltip="The T-LoRA: apply it with Apply Temporal LoRA, or save it."),
@@ -203,8 +196,7 @@ class TrainTemporalLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, frames, caption, steps, lr, rank, seed, min_timestep=-1, absorber=None,
                 validation_prompt="", validate_every=0, recolor="default", snapshot_every=0,
-                snapshot_prefix="cav/snapshots/temporal_lora", ad_loss=-1.0, more_clips=None,
-                rebackground="default") -> io.NodeOutput:
+                snapshot_prefix="cav/snapshots/temporal_lora", ad_loss=-1.0, more_clips=None) -> io.NodeOutput:
         from cav_core.train import train_temporal_lora
 
         from .snapshot_grid import snapshot_grid
@@ -218,8 +210,7 @@ class TrainTemporalLoRA(io.ComfyNode):
                 lr=or_none(lr), seed=seed, validation_prompt=validation_prompt.strip() or None,
                 validate_every=validate_every or None, progress=bridge.progress("TrainTemporalLoRA"),
                 min_timestep=min_timestep, recolor=switch(recolor), snapshot_every=snapshot_every,
-                snapshot_to=dest, on_snapshot=shots.append, ad_loss=ad_loss, more_clips=tuple(more_clips or ()),
-                rebackground=switch(rebackground))
+                snapshot_to=dest, on_snapshot=shots.append, ad_loss=ad_loss, more_clips=tuple(more_clips or ()))
         grid = snapshot_grid(shots, frames if shots else None)
         return io.NodeOutput(tlora, grid, _file_list(shots))
 
