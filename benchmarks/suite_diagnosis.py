@@ -1,8 +1,8 @@
 """Issue #29 item 2, on the DEV half only: why does a T-LoRA at the toy defaults fail on paths
 other than the circle? Trains one T-LoRA per (motion, training variant) and samples it under
-several sampling settings (gates, strength, noise prior, guidance, steps), on the suite's new-subject prompts (which name no motion), writing
-every cell to ``--json`` as soon as it is measured (a killed run loses nothing; ``--resume``
-skips what is there).
+several sampling settings (gates, strength, noise prior, guidance, steps), on the suite's
+new-subject prompts (which name no motion), writing every cell to ``--json`` as soon as it
+is measured (a killed run loses nothing; ``--resume`` skips what is there).
 
     python benchmarks/suite_diagnosis.py --motions spiral_out,back_forth_x --variants default,floor0
     python benchmarks/suite_diagnosis.py --motions spiral_out --gates prior0.5,cfg4 --lora-cache /tmp/loras
@@ -112,11 +112,11 @@ def main() -> None:
                 sampling = dict(GATES[gate])
                 prior = sampling.pop("prior", 0.0)
                 cfg, steps = sampling.pop("cfg", None), sampling.pop("steps", None)
-                if prior and name not in inverted:
-                    inverted[name] = invert_video(handle, torch.from_numpy(m.frames()), m.caption)
                 key = f"{variant}|{gate}|{name}"
                 if key in out["cells"]:
                     continue
+                if prior and name not in inverted:  # after the resume check: a measured cell needs none
+                    inverted[name] = invert_video(handle, torch.from_numpy(m.frames()), m.caption)
                 if lora is None:
                     cached = Path(args.lora_cache) / f"{variant}_{name}.safetensors" if args.lora_cache else None
                     t = time.perf_counter()

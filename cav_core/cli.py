@@ -464,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "it was measured, off for other models)")
     p.add_argument("--no-recolor", dest="recolor", action="store_const", const="off", help="same as --recolor off")
     p.add_argument("--rebackground", choices=("default", "on", "off"), default="default",
-                   help="also train on those copies moved onto the other plain background (black or gray) with the "
-                        "caption's background word swapped; skipped unless the caption names one and the clip's "
+                   help="also train on the clip (and its recolored copies) moved onto the other plain background "
+                        "(black or gray), with the caption's background word swapped; skipped unless the caption names one and the clip's "
                         "border is that colour (default: per model, see `info`; measured on the toy model only)")
     p.add_argument("--validation-prompt", default=None,
                    help="with --snapshot-every: sample this prompt at each snapshot (same seed and noise each "

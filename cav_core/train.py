@@ -858,8 +858,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     background, the caption's background word swapped (:mod:`cav_core.rebackground`), so
     the T-LoRA keys on the path rather than on the reference's scene. Skipped, and said like
     recolor's skip, unless the caption names one plain background and the clip's border is
-    that colour. Measured only on the toy model, where it is on by default; off by default on
-    other models.
+    that colour. Measured only on the toy model, and off by default there too: it cost prompt
+    colour (docs/EXPERIMENTS.md §9).
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
@@ -985,12 +985,9 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                                      reference=first.frames, on_snapshot=on_snapshot)
 
 
-def _recolor_info(k: _Clip, recolor: bool) -> str:
-    return f"off: {k.skipped}" if k.skipped else "on" if recolor else "off"
-
-
-def _rebackground_info(k: _Clip, rebackground: bool) -> str:
-    return f"off: {k.bg_skipped}" if k.bg_skipped else "on" if rebackground else "off"
+def _views_info(skipped: str | None, on: bool) -> str:
+    """What a file's info says of recolor or rebackground: on, off, or off with the skip's reason."""
+    return f"off: {skipped}" if skipped else "on" if on else "off"
 
 
 def _absorber_kind(absorber: AdapterFile | None) -> str:
@@ -1005,7 +1002,7 @@ def _temporal_info(first: _Clip, clips: list[_Clip], absorber: AdapterFile | Non
     info = {"caption": first.caption, "trained_caption": first.text, "steps": steps, "seed": seed, "lr": lr,
             "rank": rank, "min_timestep": min_timestep, "alpha": alpha, "defaults": defaults,
             "size": [int(first.frames.shape[1]), int(first.frames.shape[2])],
-            "recolor": _recolor_info(first, recolor), "rebackground": _rebackground_info(first, rebackground),
+            "recolor": _views_info(first.skipped, recolor), "rebackground": _views_info(first.bg_skipped, rebackground),
             "trained_captions": first.texts,
             "absorber": _absorber_kind(absorber),
             "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(first.frames.shape[0]),
@@ -1013,7 +1010,7 @@ def _temporal_info(first: _Clip, clips: list[_Clip], absorber: AdapterFile | Non
     if len(clips) > 1:
         drawn = clip_schedule(seed, steps, len(clips))
         info["clips"] = [{"caption": k.caption, "trained_captions": k.texts, "frames": int(k.frames.shape[0]),
-                          "absorber": _absorber_kind(k.absorber), "recolor": _recolor_info(k, recolor),
-                          "rebackground": _rebackground_info(k, rebackground),
+                          "absorber": _absorber_kind(k.absorber), "recolor": _views_info(k.skipped, recolor),
+                          "rebackground": _views_info(k.bg_skipped, rebackground),
                           "steps": drawn.count(i)} for i, k in enumerate(clips)]
     return info
