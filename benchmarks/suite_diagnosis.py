@@ -30,7 +30,6 @@ TRAIN_VARIANTS: dict[str, dict] = {
     "rebg": {"rebackground": True},
     "rebg-steps2000": {"rebackground": True, "steps": 2000},
     "ad1": {"ad_loss": 1.0},
-    "tint": {},  # the default since white references are tinted (cav_core/recolor.py); run on white ones
 }
 """Training variants: overrides of ``train_temporal_lora``'s defaults (``caption: phrase``
 trains with the reference's full caption naming a motion word, see ``_phrase``)."""

@@ -62,7 +62,7 @@ KEYS: dict[str, str] = {
     "temporal.alpha": "T-LoRA alpha (None: equal to the rank, LoRA scale 1)",
     "temporal.lr": "T-LoRA learning rate (AdamW)",
     "temporal.min_timestep": "T-LoRA trains only on timesteps from here up (training floor)",
-    "temporal.recolor": "also train on two hue-rotated, recaptioned copies of the clip (a white object tinted first)",
+    "temporal.recolor": "also train on two hue-rotated, recaptioned copies of the clip",
     "temporal.rebackground": "also train on the clip's views moved onto the other plain background, recaptioned",
     "temporal.ad_loss": "weight of the appearance-debiased temporal loss (0: off)",
     "temporal.validation_steps": "sampling steps of a validation preview",

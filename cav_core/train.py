@@ -802,7 +802,7 @@ def _ready_clip(handle: ModelHandle, clip: TrainClip, recolor: bool, height: int
     check_training_memory(c, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     absorber = clip.absorber
     text = _caption_for(absorber, caption)
-    skipped = recolor_skip_reason(caption, frames) if recolor else None
+    skipped = recolor_skip_reason(caption) if recolor else None
     views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]
     bg_skipped = rebackground_skip_reason(frames, caption) if rebackground else None
     if rebackground and not bg_skipped:
@@ -847,11 +847,9 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
     ``recolor``: train on the clip and its two hue rotations, each captioned with its colors
     (:mod:`cav_core.recolor`), one of the three drawn per step, so that only the motion is
-    common to what the T-LoRA sees. A white object on a plain background is tinted red first,
-    so its views are white, red, green and blue. The rotated views are captioned in plain words, without
+    common to what the T-LoRA sees. The rotated views are captioned in plain words, without
     an absorber's tokens (those stand for the reference's own look). Skipped when a rotated
-    caption would be false (it names a color a rotation cannot rename, or no color it can
-    and no white object it can tint):
+    caption would be false (it names a color a rotation cannot rename, or no color it can):
     said once (as the first progress call's ``info["note"]``, or as a warning without a
     ``progress``) and recorded in the file's info. Measured only on the toy model, where it
     is on by default; off by default on other models.
