@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "suite_diagnosis_dev.json"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--model", default=None, help="model folder (default: the embedded toy model)")
     ap.add_argument("--lora-cache", default=None,
                     help="folder: save each trained T-LoRA there and reuse it on a later run (training is seeded)")
     args = ap.parse_args()
@@ -89,10 +90,10 @@ def main() -> None:
     from cav_core.sample import invert_video
     from cav_core.train import train_temporal_lora
 
-    handle = toy_handle()
+    handle = toy_handle(args.model)
     inverted: dict = {}  # motion -> its reference's DDIM inversion, made once
     out = {"settings": {"split": "dev", "seeds": args.seeds, "sample_seeds": [100, 100 + args.seeds - 1],
-                        "machine": machine(), "absorber": "none", "sampling": "toy defaults (ddim 25, cfg 7.5)"},
+                        "machine": machine(), "absorber": "none", "model": args.model or "embedded toy model", "sampling": "toy defaults (ddim 25, cfg 7.5)"},
            "cells": {}}
     if args.resume and Path(args.json).exists():
         out["cells"] = json.loads(Path(args.json).read_text()).get("cells", {})

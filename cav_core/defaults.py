@@ -115,8 +115,8 @@ PROFILES: dict[str, dict[str, Default]] = {
         "temporal.recolor": Default(True, TOY_MEASURED + ": fidelity 0.82-0.87 against 0.66-0.75 without"),
         "temporal.rebackground": Default(False, TOY_MEASURED + ": dev-half fidelity 0.64 against 0.58 without, but "
                                                 "prompt colour 86% against 93% (docs/EXPERIMENTS.md §9)"),
-        "temporal.ad_loss": Default(0.0, "off until the motion suite's dev half says otherwise (the option is "
-                                         "MotionDirector's appearance-debiased loss)"),
+        "temporal.ad_loss": Default(0.0, TOY_MEASURED + ": on the dev half weight 1 gave fidelity 0.58, the same as "
+                                         "off, and prompt colour 92% against 93% (docs/EXPERIMENTS.md §10)"),
         "temporal.validation_steps": Default(20, CHOSEN),
         "temporal.validation_guidance": Default(7.5, CHOSEN),
         "motiondirector.steps": Default(TOY_MD_STEPS, TOY_MD_STEPS_SOURCE),

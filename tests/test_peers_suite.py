@@ -69,3 +69,19 @@ def test_peers_quick_runs_end_to_end(tmp_path, capsys):
     assert saved["table"]["cav"]["train_s"] > 0.0 and saved["table"]["base"]["train_s"] == 0.0
     printed = capsys.readouterr().out
     assert "threads" in printed and "seeds per motion" in printed
+
+
+def test_the_prior_pilots_arcs_bend_one_way_at_constant_speed():
+    # benchmarks/motion_prior_pilot.py claims a family the suite does not hold: one bend, no
+    # change of speed (the suite's curves loop, wave, reverse, pause or accelerate).
+    import motion_prior_pilot as pilot
+
+    g = np.random.default_rng(0)
+    for _ in range(50):
+        c = pilot.arc(g, 16)
+        steps = np.diff(c, axis=0)
+        speed = np.hypot(*steps.T)
+        assert speed.max() / speed.min() < 1.02
+        turn = np.cross(steps[:-1], steps[1:])
+        assert (turn > 0).all() or (turn < 0).all()
+        assert 14 - 0.5 <= speed.sum() <= 30 * 1.3  # chord 14-30 px; the bend adds under 30%
