@@ -11,8 +11,8 @@ folder, which ``benchmarks/suite_diagnosis.py --model DIR`` then measures on the
 - one temporal LoRA trained on all of them by the pack's one training loop
   (``train_temporal_lora`` with ``more_clips``: one clip drawn per step, every timestep, no
   recolor, since the clips already vary in colour);
-- its ΔW (``LoraWeights.delta``) added to the toy UNet's weights, and the folder written next
-  to a copy of the toy model's other parts.
+- its ΔW folded into the toy UNet's weights (``switchable_loras(merge=True)``, the sampler's
+  merge), and the UNet written next to a copy of the toy model's other parts.
 
 Not a shipped model: a v7 would be pretrained from scratch (docs/TOY_MODEL.md). Result in
 docs/EXPERIMENTS.md §10.
@@ -60,6 +60,7 @@ def main() -> None:
 
     import torch
 
+    from cav_core.adapters import switchable_loras
     from cav_core.errors import InputError
     from cav_core.toyworld import spec, toy_model_path
     from cav_core.toyworld.clips import _place, render_clip
@@ -81,13 +82,11 @@ def main() -> None:
                               recolor=False, min_timestep=0, seed=0,
                               progress=lambda s, n, info: s % 250 == 0 and print(f"step {s}/{n}", flush=True))
     print(f"prior LoRA trained in {time.perf_counter() - t0:.0f} s")
-    modules = dict(handle.base.unet.named_modules())
-    with torch.no_grad():
-        for name in res.lora.modules:
-            w = modules[name].weight
-            w += res.lora.delta(name).to(w.dtype)
     shutil.copytree(toy_model_path(), args.out)
-    handle.base.unet.save_pretrained(args.out / "unet")
+    # The pack's one merge (strength x ΔW folded into the base weights, checked first); it
+    # restores the weights on exit, so the loaded handle stays the toy model.
+    with switchable_loras(handle.base.unet, [(res.lora, 1.0)], merge=True, names=["prior LoRA"]):
+        handle.base.unet.save_pretrained(args.out / "unet")
     print(f"wrote {args.out}")
 
 

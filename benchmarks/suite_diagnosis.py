@@ -93,7 +93,8 @@ def main() -> None:
     handle = toy_handle(args.model)
     inverted: dict = {}  # motion -> its reference's DDIM inversion, made once
     out = {"settings": {"split": "dev", "seeds": args.seeds, "sample_seeds": [100, 100 + args.seeds - 1],
-                        "machine": machine(), "absorber": "none", "model": args.model or "embedded toy model", "sampling": "toy defaults (ddim 25, cfg 7.5)"},
+                        "machine": machine(), "absorber": "none", "model": args.model or "embedded toy model",
+                        "sampling": "toy defaults (ddim 25, cfg 7.5)"},
            "cells": {}}
     if args.resume and Path(args.json).exists():
         out["cells"] = json.loads(Path(args.json).read_text()).get("cells", {})
