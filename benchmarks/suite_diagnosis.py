@@ -29,6 +29,8 @@ TRAIN_VARIANTS: dict[str, dict] = {
     "phrase": {"caption": "phrase"},
     "rebg": {"rebackground": True},
     "rebg-steps2000": {"rebackground": True, "steps": 2000},
+    "rebg-r16-steps2000": {"rebackground": True, "rank": 16, "steps": 2000},
+    "r16-steps2000": {"rank": 16, "steps": 2000},
     "ad1": {"ad_loss": 1.0},
 }
 """Training variants: overrides of ``train_temporal_lora``'s defaults (``caption: phrase``

@@ -114,7 +114,8 @@ PROFILES: dict[str, dict[str, Default]] = {
         "temporal.min_timestep": Default(300, TOY_MEASURED + " (benchmarks/defaults_sweep.py)"),
         "temporal.recolor": Default(True, TOY_MEASURED + ": fidelity 0.82-0.87 against 0.66-0.75 without"),
         "temporal.rebackground": Default(False, TOY_MEASURED + ": dev-half fidelity 0.64 against 0.58 without, but "
-                                                "prompt colour 86% against 93% (docs/EXPERIMENTS.md §9)"),
+                                                "prompt colour 86% against 93%; with rank 16 and 2000 steps 0.76, "
+                                                "colour 90% against the base's 93% (docs/EXPERIMENTS.md §9, §11)"),
         "temporal.ad_loss": Default(0.0, TOY_MEASURED + ": on the dev half weight 1 gave fidelity 0.58, the same as "
                                          "off, and prompt colour 92% against 93% (docs/EXPERIMENTS.md §10)"),
         "temporal.validation_steps": Default(20, CHOSEN),
