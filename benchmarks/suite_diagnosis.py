@@ -32,6 +32,7 @@ TRAIN_VARIANTS: dict[str, dict] = {
     "rebg-r16-steps2000": {"rebackground": True, "rank": 16, "steps": 2000},
     "r16-steps2000": {"rank": 16, "steps": 2000},
     "ad1": {"ad_loss": 1.0},
+    "tint-rebg-r16-steps2000": {"tint_white": True, "rebackground": True, "rank": 16, "steps": 2000},
 }
 """Training variants: overrides of ``train_temporal_lora``'s defaults (``caption: phrase``
 trains with the reference's full caption naming a motion word, see ``_phrase``)."""
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--variants", default="default")
     ap.add_argument("--gates", default=",".join(GATES))
     ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--seed0", type=int, default=100,
+                    help="first sampling seed; seed s samples the subject a run from 100 would give it, so "
+                         "--seed0 108 --seeds 24 adds 24 fresh samples to the default 8")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "suite_diagnosis_dev.json"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--model", default=None, help="model folder (default: the embedded toy model)")
@@ -94,7 +98,7 @@ def main() -> None:
 
     handle = toy_handle(args.model)
     inverted: dict = {}  # motion -> its reference's DDIM inversion, made once
-    out = {"settings": {"split": "dev", "seeds": args.seeds, "sample_seeds": [100, 100 + args.seeds - 1],
+    out = {"settings": {"split": "dev", "seeds": args.seeds, "sample_seeds": [args.seed0, args.seed0 + args.seeds - 1],
                         "machine": machine(), "absorber": "none", "model": args.model or "embedded toy model",
                         "sampling": "toy defaults (ddim 25, cfg 7.5)"},
            "cells": {}}
@@ -104,10 +108,12 @@ def main() -> None:
         m = suite.BY_NAME[name]
         if m.split != suite.DEV:
             raise SystemExit(f"{name} is a test motion: the diagnosis tunes on the dev half only")
-        subjects = suite.prompts_for(m, args.seeds)
+        if args.seed0 < 100:
+            raise SystemExit(f"--seed0 must be at least 100 (the suite's first sampling seed), got {args.seed0}")
+        subjects = suite.prompts_for(m, args.seed0 - 100 + args.seeds)[args.seed0 - 100:]
         if f"base|{name}" not in out["cells"]:
             out["cells"][f"base|{name}"] = evaluate(handle, m.centers(), subjects, suite.prompt_text, m.color,
-                                                    args.seeds)
+                                                    args.seeds, seed0=args.seed0)
             write_json(args.json, out)
         for variant in args.variants.split(","):
             kw = dict(TRAIN_VARIANTS[variant])
@@ -137,7 +143,7 @@ def main() -> None:
                     lora = res.lora
                 init, blend = (inverted[name], prior) if prior else (None, 1.0)
                 cell = evaluate(handle.with_lora(lora, **sampling), m.centers(), subjects, suite.prompt_text,
-                                m.color, args.seeds, steps=steps, cfg=cfg, init=init, blend=blend)
+                                m.color, args.seeds, steps=steps, cfg=cfg, init=init, blend=blend, seed0=args.seed0)
                 cell.update(train_s=train_s, caption=caption, recolor=res.info.get("recolor"))
                 out["cells"][key] = cell
                 write_json(args.json, out)

@@ -270,6 +270,7 @@ def cmd_train_temporal(args: argparse.Namespace) -> int:
             lr=args.lr, seed=args.seed, progress=_progress("temporal step"), checkpoint_dir=ckpt,
             resume=args.resume, min_timestep=args.min_timestep, recolor={"on": True, "off": False}.get(args.recolor),
             rebackground={"on": True, "off": False}.get(args.rebackground),
+            tint_white={"on": True, "off": False}.get(args.tint_white),
             height=frames.shape[1], width=frames.shape[2], ad_loss=args.ad_loss, more_clips=clips[1:],
             snapshot_every=every, snapshot_to=out, validation_prompt=args.validation_prompt,
             on_snapshot=_snapshot_printer("temporal"))
@@ -467,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train on the clip (and its recolored copies) moved onto the other plain background "
                         "(black or gray), with the caption's background word swapped; skipped unless the caption names one and the clip's "
                         "border is that colour (default: per model, see `info`; measured on the toy model only)")
+    p.add_argument("--tint-white", choices=("default", "on", "off"), default="default",
+                   help="with recolor: a white object on a plain background is tinted red first, so that it is "
+                        "rotated too (white, red, green, blue views); skipped unless the clip's border is the "
+                        "plain background its caption names (default: per model, see `info`; toy model only)")
     p.add_argument("--validation-prompt", default=None,
                    help="with --snapshot-every: sample this prompt at each snapshot (same seed and noise each "
                         "time) and print its motion score against the reference (cav_core.metrics)")
@@ -488,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="videos with seeds seed, seed+1, ...")
     p.add_argument("--out-fps", type=float, default=None, help=PER_MODEL)
     p.add_argument("--temporal-min-timestep", type=int, default=None,
-                   help=f"apply the T-LoRAs only on sampling steps at this timestep or above ({PER_MODEL}: 600 on "
+                   help=f"apply the T-LoRAs only on sampling steps at this timestep or above ({PER_MODEL}: 300 on "
                         f"the toy model, where it was measured, 0 on others)")
     p.add_argument("--temporal-cond-only-from", type=int, default=None,
                    help=f"from this timestep up, apply the T-LoRAs to the prompt's guidance branch only; 1000: "

@@ -51,17 +51,29 @@ def rebackground_skip_reason(frames: torch.Tensor, caption: str) -> str | None:
     return None
 
 
-def swap_background(frames: torch.Tensor, old: str, new: str) -> torch.Tensor:
-    """Frames ``(F,H,W,3)`` on plain background ``old`` moved onto plain background ``new``.
+def named_background(caption: str) -> str:
+    """The plain background word the caption names, lower case (the caption must name exactly one:
+    :func:`rebackground_skip_reason` is None)."""
+    return _named(caption)[0].group(1).lower()
 
-    Each pixel's object coverage is its largest channel distance from the old background,
-    relative to the clip's largest one (the object's full contrast); the background's share
-    of the pixel changes colour, so anti-aliased edges stay anti-aliased."""
+
+def object_coverage(frames: torch.Tensor, background: str) -> torch.Tensor:
+    """Each pixel's share ``(F,H,W,1)`` of the object, in frames on plain ``background``: its largest
+    channel distance from the background, relative to the clip's largest one (the object's full
+    contrast). The toy renderer (cav_core/toyworld/clips.py) blends an edge pixel linearly, so
+    this is its anti-aliasing coverage."""
+    a = torch.tensor(PLAIN_BACKGROUNDS[background], dtype=frames.dtype)
+    dist = (frames - a).abs().amax(dim=-1, keepdim=True)
+    return (dist / dist.max().clamp_min(1e-6)).clamp(0.0, 1.0)
+
+
+def swap_background(frames: torch.Tensor, old: str, new: str) -> torch.Tensor:
+    """Frames ``(F,H,W,3)`` on plain background ``old`` moved onto plain background ``new``: the
+    background's share of each pixel (:func:`object_coverage`) changes colour, so anti-aliased
+    edges stay anti-aliased."""
     a = torch.tensor(PLAIN_BACKGROUNDS[old], dtype=frames.dtype)
     b = torch.tensor(PLAIN_BACKGROUNDS[new], dtype=frames.dtype)
-    dist = (frames - a).abs().amax(dim=-1, keepdim=True)
-    coverage = (dist / dist.max().clamp_min(1e-6)).clamp(0.0, 1.0)
-    return (frames + (1.0 - coverage) * (b - a)).clamp(0.0, 1.0)
+    return (frames + (1.0 - object_coverage(frames, old)) * (b - a)).clamp(0.0, 1.0)
 
 
 def rebackground_views(frames: torch.Tensor, caption: str) -> list[tuple[torch.Tensor, str]]:

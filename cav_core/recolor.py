@@ -12,6 +12,12 @@ white, black and gray unchanged, so those words rotate exactly. A caption naming
 color (orange, pink, reddish, ...) cannot be rotated, and one naming no color at all would
 be false for the rotated copies (a caption of real footage says nothing of the green skin
 a rotation makes): in both cases the clip is used as it is (:func:`recolor_skip_reason`).
+
+A white object has no hue to rotate, so a white reference trains on itself alone, and the
+white references were the motion suite's worst (docs/EXPERIMENTS.md §10, §12). With
+``tint_white``, a caption whose one color word is "white", of a clip on a plain background
+(:mod:`cav_core.rebackground` keys the object out), is tinted :data:`TINT` and then rotated:
+the views are the clip in white, red, green and blue, each captioned with its color.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import re
 
 import torch
+
+from .rebackground import PLAIN_BACKGROUNDS, named_background, object_coverage, rebackground_skip_reason
 
 # RGB of each color word that a channel rotation maps onto another word of this table.
 _PRIMARY = {
@@ -57,15 +65,46 @@ def unrotatable_color(caption: str) -> str | None:
     return None
 
 
-def recolor_skip_reason(caption: str) -> str | None:
+def recolor_skip_reason(caption: str, frames: torch.Tensor | None = None, tint_white: bool = False) -> str | None:
     """Why ``caption`` cannot stay true under a hue rotation, or None when it can: it must
-    name at least one color a rotation renames and none that it cannot."""
+    name at least one color a rotation renames and none that it cannot, or, with
+    ``tint_white`` and the ``frames``, be a white object that can be tinted
+    (:func:`tint_skip_reason`)."""
     bad = unrotatable_color(caption)
     if bad is not None:
         return f"the caption names {bad!r}, which a hue rotation cannot rename"
     if not any(w.lower() in _PRIMARY for w in _WORD.findall(caption)):
-        return f"the caption names no color a hue rotation can rename ({', '.join(_PRIMARY)})"
+        tint = tint_skip_reason(frames, caption) if tint_white and frames is not None else None
+        if tint_white and frames is not None and tint is None:
+            return None
+        return (f"the caption names no color a hue rotation can rename ({', '.join(_PRIMARY)})"
+                + (f", and its white object cannot be tinted: {tint}" if tint and _whites(caption) else ""))
     return None
+
+
+TINT = "red"
+"""The color a white object takes before its hue rotations give green and blue."""
+
+
+def _whites(caption: str) -> list[re.Match]:
+    return [m for m in _WORD.finditer(caption) if m.group(0).lower() == "white"]
+
+
+def tint_skip_reason(frames: torch.Tensor, caption: str) -> str | None:
+    """Why the white object of ``frames`` cannot be tinted with a true caption, or None when it can:
+    the caption names "white" once and no other color, and the clip is on the one plain background
+    it names (:func:`cav_core.rebackground.rebackground_skip_reason`)."""
+    if len(_whites(caption)) != 1 or any(w.lower() in _PRIMARY for w in _WORD.findall(caption)):
+        return "the caption must name 'white' once and no other color"
+    return rebackground_skip_reason(frames, caption)
+
+
+def tint_frames(frames: torch.Tensor, background: str, color: str = TINT) -> torch.Tensor:
+    """Frames ``(F,H,W,3)`` of a white object on plain ``background`` with the object in ``color``:
+    its share of each pixel (:func:`cav_core.rebackground.object_coverage`) takes the new color."""
+    bg = torch.tensor(PLAIN_BACKGROUNDS[background], dtype=frames.dtype)
+    rgb = torch.tensor(_PRIMARY[color], dtype=frames.dtype)
+    return (bg + object_coverage(frames, background) * (rgb - bg)).clamp(0.0, 1.0)
 
 
 def rotate_caption(caption: str, rotation: tuple[int, int, int]) -> str:
@@ -81,10 +120,17 @@ def rotate_frames(frames: torch.Tensor, rotation: tuple[int, int, int]) -> torch
     return frames[..., list(rotation)].contiguous()
 
 
-def hue_rotated_views(frames: torch.Tensor, caption: str) -> list[tuple[torch.Tensor, str]]:
-    """The clip and its two hue rotations, each with its caption; only the clip when a
-    rotated caption would not be true (see :func:`recolor_skip_reason`)."""
+def hue_rotated_views(frames: torch.Tensor, caption: str, tint_white: bool = False) -> list[tuple[torch.Tensor, str]]:
+    """The clip and its two hue rotations, each with its caption; with ``tint_white``, for a
+    white object, the clip and its tint with that tint's two rotations; only the clip when a
+    recolored caption would not be true (see :func:`recolor_skip_reason`)."""
     views = [(frames, caption)]
-    if recolor_skip_reason(caption) is None:
-        views += [(rotate_frames(frames, r), rotate_caption(caption, r)) for r in ROTATIONS]
-    return views
+    if recolor_skip_reason(caption, frames, tint_white) is not None:
+        return views
+    base = (frames, caption)
+    if recolor_skip_reason(caption) is not None:  # a white object: tint it first
+        m = _whites(caption)[0]
+        word = TINT.capitalize() if m.group(0)[0].isupper() else TINT
+        base = (tint_frames(frames, named_background(caption)), caption[:m.start()] + word + caption[m.end():])
+        views.append(base)
+    return views + [(rotate_frames(base[0], r), rotate_caption(base[1], r)) for r in ROTATIONS]

@@ -793,7 +793,7 @@ class _Clip:
 
 
 def _ready_clip(handle: ModelHandle, clip: TrainClip, recolor: bool, height: int | None, width: int | None,
-                label: str, rebackground: bool = False) -> _Clip:
+                label: str, rebackground: bool = False, tint_white: bool = False) -> _Clip:
     caption = _check_caption(clip.caption, label)
     check_absorber(handle, clip.absorber)
     frames = _prepare_frames(handle, clip.frames, height, width)
@@ -802,8 +802,8 @@ def _ready_clip(handle: ModelHandle, clip: TrainClip, recolor: bool, height: int
     check_training_memory(c, frames.shape[0], frames.shape[1], frames.shape[2], 1, stage="temporal")
     absorber = clip.absorber
     text = _caption_for(absorber, caption)
-    skipped = recolor_skip_reason(caption) if recolor else None
-    views = hue_rotated_views(frames, caption) if recolor and not skipped else [(frames, caption)]
+    skipped = recolor_skip_reason(caption, frames, tint_white) if recolor else None
+    views = hue_rotated_views(frames, caption, tint_white) if recolor and not skipped else [(frames, caption)]
     bg_skipped = rebackground_skip_reason(frames, caption) if rebackground else None
     if rebackground and not bg_skipped:
         views += [v for f, t in list(views) for v in rebackground_views(f, t)]
@@ -837,8 +837,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
                         validation_guidance: float | None = None, min_timestep: int | None = None,
                         recolor: bool | None = None, height: int | None = None,
                         width: int | None = None, ad_loss: float | None = None, rebackground: bool | None = None,
-                        more_clips: Sequence[TrainClip] = (), snapshot_every: int = 0,
-                        snapshot_to: SnapshotDest | None = None,
+                        tint_white: bool | None = None, more_clips: Sequence[TrainClip] = (),
+                        snapshot_every: int = 0, snapshot_to: SnapshotDest | None = None,
                         on_snapshot: Callable[[Snapshot], None] | None = None) -> AdapterFile:
     """Stage 2: learn the reference's motion as a T-LoRA, the absorber loaded and frozen.
 
@@ -849,17 +849,22 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     (:mod:`cav_core.recolor`), one of the three drawn per step, so that only the motion is
     common to what the T-LoRA sees. The rotated views are captioned in plain words, without
     an absorber's tokens (those stand for the reference's own look). Skipped when a rotated
-    caption would be false (it names a color a rotation cannot rename, or no color it can):
-    said once (as the first progress call's ``info["note"]``, or as a warning without a
-    ``progress``) and recorded in the file's info. Measured only on the toy model, where it
+    caption would be false (it names a color a rotation cannot rename, or no color it can
+    and no white object ``tint_white`` can tint): said once (as the first progress call's
+    ``info["note"]``, or as a warning without a ``progress``) and recorded in the file's info. Measured only on the toy model, where it
     is on by default; off by default on other models.
+
+    ``tint_white``: with recolor, a white object on a plain background (which a rotation
+    cannot recolour) is tinted red first, so its views are white, red, green and blue
+    (:func:`cav_core.recolor.hue_rotated_views`). Measured only on the toy model, where it is on
+    by default; off by default on other models.
 
     ``rebackground``: also train on copies of each of those views on the other plain
     background, the caption's background word swapped (:mod:`cav_core.rebackground`), so
     the T-LoRA keys on the path rather than on the reference's scene. Skipped, and said like
     recolor's skip, unless the caption names one plain background and the clip's border is
-    that colour. Measured only on the toy model, and off by default there too: it cost prompt
-    colour (docs/EXPERIMENTS.md §9).
+    that colour. Measured only on the toy model, where it is on by default with rank 16 and
+    2000 steps (docs/EXPERIMENTS.md §12); off by default on other models.
 
     ``min_timestep``: train only on noise levels from this timestep up. Motion is decided
     at high noise (where the layout forms); the low-noise steps mostly refine the reference's
@@ -892,6 +897,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     alpha = float(rank if alpha is None else alpha)
     recolor = bool(d.resolve("temporal.recolor", recolor))
     rebackground = bool(d.resolve("temporal.rebackground", rebackground))
+    tint_white = bool(d.resolve("temporal.tint_white", tint_white))
     ad_loss = _check_ad_loss(d.resolve("temporal.ad_loss", ad_loss))
     validation_steps = d.resolve("temporal.validation_steps", validation_steps)
     validation_guidance = d.resolve("temporal.validation_guidance", validation_guidance)
@@ -903,9 +909,9 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
         raise InputError(f"more_clips[{bad}] is a {type(more_clips[bad]).__name__}, not a training clip (TrainClip; "
                          f"node Add Training Clip)")
     clips = [_ready_clip(handle, TrainClip(frames, caption, absorber), recolor, height, width, "caption",
-                         rebackground)]
-    clips += [_ready_clip(handle, m, recolor, height, width, f"caption of training clip {i + 2}", rebackground)
-              for i, m in enumerate(more_clips)]
+                         rebackground, tint_white)]
+    clips += [_ready_clip(handle, m, recolor, height, width, f"caption of training clip {i + 2}", rebackground,
+                          tint_white) for i, m in enumerate(more_clips)]
     first = clips[0]
     c = handle.base
     # Every distinct absorber LoRA is attached (merged); with several clips only the drawn
@@ -974,7 +980,7 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
 
         def result(losses: list[float], snapshot: dict | None = None) -> AdapterFile:
             info = {**_temporal_info(first, clips, absorber, steps, seed, lr, rank, min_timestep, alpha, d.name,
-                                     recolor, ad_loss, losses, rebackground), **_snapshot_info(snapshot)}
+                                     recolor, ad_loss, losses, rebackground, tint_white), **_snapshot_info(snapshot)}
             lora = extract_lora(unet, "cav_temporal", "temporal", base_model=c.model_id, info=info)
             return AdapterFile(kind="temporal_lora", lora=lora, base_model=c.model_id, info=info,
                                base_model_name=c.name)
@@ -996,14 +1002,14 @@ def _absorber_kind(absorber: AdapterFile | None) -> str:
 
 def _temporal_info(first: _Clip, clips: list[_Clip], absorber: AdapterFile | None, steps: int, seed: int, lr: float,
                    rank: int, min_timestep: int, alpha: float, defaults: str, recolor: bool, ad_loss: float,
-                   losses: list[float], rebackground: bool = False) -> dict[str, Any]:
+                   losses: list[float], rebackground: bool = False, tint_white: bool = False) -> dict[str, Any]:
     """What a T-LoRA file records about its run (one entry per clip under ``clips`` when it
     had several)."""
     info = {"caption": first.caption, "trained_caption": first.text, "steps": steps, "seed": seed, "lr": lr,
             "rank": rank, "min_timestep": min_timestep, "alpha": alpha, "defaults": defaults,
             "size": [int(first.frames.shape[1]), int(first.frames.shape[2])],
             "recolor": _views_info(first.skipped, recolor), "rebackground": _views_info(first.bg_skipped, rebackground),
-            "trained_captions": first.texts,
+            "trained_captions": first.texts, "tint_white": tint_white,
             "absorber": _absorber_kind(absorber),
             "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))), "frames": int(first.frames.shape[0]),
             "ad_loss": ad_loss}

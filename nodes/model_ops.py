@@ -32,10 +32,10 @@ class ApplyTemporalLoRA(io.ComfyNode):
                 _strength(),
                 io.Int.Input("min_timestep", default=-1, min=-1, max=999, optional=True,
                              tooltip="Apply the T-LoRA only on sampling steps at this timestep or above (never "
-                                     "below where it was trained); 0: every step. -1: the model's default: 600 on "
-                                     "the toy model, where it kept the prompt's colors (lower values gave "
-                                     "somewhat stronger motion but let the reference's look leak in; measured on "
-                                     "the toy only), every step on other models, as in the paper."),
+                                     "below where it was trained); 0: every step. -1: the model's default: 300 on "
+                                     "the toy model, with cond_only_from 600 (stronger motion at the prompt's "
+                                     "colors; measured on the toy only), every step on other models, as in the "
+                                     "paper."),
                 io.Int.Input("cond_only_from", default=-1, min=-1, max=1000, optional=True,
                              tooltip="On steps at this timestep or above, apply the T-LoRA to the prompt's side of "
                                      "classifier-free guidance only, so guidance strengthens the motion; 1000: "

@@ -71,7 +71,8 @@ def test_rebackground_is_a_train_temporal_flag(model_dir, tmp_path):
     t = tmp_path / "t.safetensors"
     assert run("train-temporal", "--model", model_dir, "--video", CLIP, "--prompt",
                "a red circle moving in a circle on a black background", "--out", t, "--steps", 1,
-               "--rebackground", "on") == 0
+               "--rebackground", "on", "--tint-white", "on") == 0
     info = load_adapter(t).info
+    assert info["tint_white"] is True  # the flag reaches the loop (what it does: tests/test_recolor.py)
     assert info["rebackground"] == "on" and "a red circle moving in a circle on a gray background" in \
         info["trained_captions"]

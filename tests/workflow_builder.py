@@ -195,8 +195,8 @@ class Workflow:
 TOY_APPEARANCE = "a red circle on a black background"
 TOY_FULL = "a red circle moving in a circle on a black background"
 TOY_TARGET = "a green square moving in a circle on a gray background"
-TOY_STEPS = {"absorber": 200, "temporal": 1000, "sample": 25}  # cav_core defaults; about 3 min on 2 free CPU cores
-TOY_SNAPSHOT_EVERY = 250
+TOY_STEPS = {"absorber": 200, "temporal": 2000, "sample": 25}  # cav_core defaults; about 5 min on 2 free CPU cores
+TOY_SNAPSHOT_EVERY = 500
 # Train Temporal LoRA on the toy model with snapshots: four, each sampled with the sampler's prompt
 # (the validation previews fall on the same steps, so nothing is sampled twice).
 TOY_SNAPSHOTS = {"steps": TOY_STEPS["temporal"], "validation_prompt": TOY_TARGET,
@@ -267,7 +267,7 @@ def toy_end_to_end(infos) -> Workflow:
     w = Workflow("Customize-A-Video: toy model end to end", infos)
     w.note(
         "Customize-A-Video on the tiny toy model that ships with the pack (32x32 px, 16 frames): runs on a CPU "
-        "in a minute or two.\n\n"
+        "in about five minutes.\n\n"
         "1. Load Reference Video picks a bundled clip: 'circle' is a red circle moving in a circle.\n"
         "2. Train Appearance Absorber learns how the clip LOOKS from its frames (appearance caption, no "
         "motion words).\n"
