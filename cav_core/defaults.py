@@ -109,8 +109,9 @@ PROFILES: dict[str, dict[str, Default]] = {
                                                                   "0.5-1.0 did not"),
         "absorber.batch_size": Default(4, "chosen on the toy"),
         "absorber.crop_pool": Default(64, "chosen on the toy"),
-        "temporal.steps": Default(2000, TOY_MEASURED + ": with rank 16, both backgrounds and the white tint, the motion "
-                                       "suite's dev half at 32 seeds (" + _SUITE_12 + "; 1000 at rank 4 before)"),
+        "temporal.steps": Default(2000, TOY_MEASURED + ": with rank 16, both backgrounds and the white tint, the "
+                                       "motion suite's dev half at 32 seeds (" + _SUITE_12 + "; 1000 at rank 4 "
+                                       "before)"),
         "temporal.rank": Default(16, TOY_MEASURED + ": the extra views need the capacity (§11, §12; the paper's 4 "
                                      "before)"),
         "temporal.alpha": Default(None, "alpha = rank, as the toy was measured"),
@@ -133,9 +134,9 @@ PROFILES: dict[str, dict[str, Default]] = {
         "motiondirector.ad_loss": Default(1.0, _MD_AD),
         "train.weight_decay": Default(1e-2, MOTIONDIRECTOR + " (adam_weight_decay 1e-2)"),
         "train.checkpoint_every": Default(50, MOTIONDIRECTOR + " (checkpointing_steps 50)"),
-        "gate.min_timestep_fraction": Default(0.3, TOY_MEASURED + ": with the T-LoRA defaults of " + _SUITE_12 + ", acting "
-                                                   "from t 300 on both branches below 600 raised the dev half's "
-                                                   "fidelity at the same colour (0.6 before)"),
+        "gate.min_timestep_fraction": Default(0.3, TOY_MEASURED + ": with the T-LoRA defaults of " + _SUITE_12
+                                                   + ", acting from t 300 on both branches below 600 raised the dev "
+                                                   "half's fidelity at the same colour (0.6 before)"),
         "gate.cond_only_fraction": Default(0.6, TOY_MEASURED + " (prompt branch only from t 600: on both branches "
                                                 "the T-LoRA lost its motion, §8; from t 300 on the prompt branch "
                                                 "only it cost colour, §12)"),

@@ -851,8 +851,8 @@ def train_temporal_lora(handle: ModelHandle, frames: torch.Tensor, caption: str,
     an absorber's tokens (those stand for the reference's own look). Skipped when a rotated
     caption would be false (it names a color a rotation cannot rename, or no color it can
     and no white object ``tint_white`` can tint): said once (as the first progress call's
-    ``info["note"]``, or as a warning without a ``progress``) and recorded in the file's info. Measured only on the toy model, where it
-    is on by default; off by default on other models.
+    ``info["note"]``, or as a warning without a ``progress``) and recorded in the file's info.
+    Measured only on the toy model, where it is on by default; off by default on other models.
 
     ``tint_white``: with recolor, a white object on a plain background (which a rotation
     cannot recolour) is tinted red first, so its views are white, red, green and blue
