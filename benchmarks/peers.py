@@ -20,7 +20,9 @@ Methods, each at its own defaults, on the same clips, captions, prompts and seed
   mix as ``blend_latents``); "not available in this checkout" where the module is missing.
 
 ``--budget-s S`` gives every trained method the same wall-clock budget: its steps are scaled
-to fit S seconds from a measured s/step (a short probe run). ``--quick`` is CI-sized.
+to fit S seconds from two timed probe runs (per-step cost and set-up, ``fit_steps``). Probes
+are short, so under load they can miss a full run's rate (docs/EXPERIMENTS.md §12);
+``--md-steps`` etc. set steps directly. ``--quick`` is CI-sized.
 Results are written to ``--json`` after every motion, and ``--resume`` skips the cells a
 killed run already wrote.
 
@@ -85,29 +87,47 @@ def default_steps(handle) -> dict:
     return {"absorber": d["absorber.steps"], "temporal": d["temporal.steps"], "md": md}
 
 
-def budget_steps(handle, budget_s: float, base_steps: dict, probe: int = 5) -> tuple[dict, dict]:
-    """Steps per trained method that fit ``budget_s`` seconds, from a ``probe``-step run of
-    each on the first dev motion (its set-up time included, so the estimate errs short)."""
-    m = suite.motions("dev")[0]
-    per = {}
-    t = time.perf_counter()
-    train(handle, "cav-noabs", m, {"temporal": probe})
-    per["temporal"] = (time.perf_counter() - t) / probe
+def step_cost(probe: tuple[int, float], longer: tuple[int, float]) -> tuple[float, float]:
+    """(seconds a step, set-up seconds) from two timed runs ``(steps, seconds)`` of one method:
+    their difference is the per-step cost, the rest the fixed set-up (wrapping the model,
+    encoding the clip). One probe alone would charge the set-up to every step."""
+    (n0, t0), (n1, t1) = probe, longer
+    per = max((t1 - t0) / (n1 - n0), 1e-9)
+    return per, max(t0 - n0 * per, 0.0)
+
+
+def fit_steps(budget_s: float, probe: tuple[int, float], longer: tuple[int, float]) -> int:
+    """Steps whose training call, set-up included, fits ``budget_s`` seconds (see ``step_cost``)."""
+    per, setup = step_cost(probe, longer)
+    return max(1, int((budget_s - setup) / per))
+
+
+def budget_steps(handle, budget_s: float, base_steps: dict, probe: int = 25) -> tuple[dict, dict]:
+    """Steps per trained method that fit ``budget_s`` seconds of its whole training call (what
+    ``train_s`` reports), from timed runs of ``probe`` and ``3 * probe`` steps of each on the
+    first dev motion. -> (steps, {method: (s per step, set-up s)})."""
     from cav_core.train import train_appearance_absorber
 
-    t = time.perf_counter()
-    train_appearance_absorber(handle, _frames(m), m.appearance_caption, kind="both", steps=probe)
-    per["absorber"] = (time.perf_counter() - t) / probe
-    out = {"temporal": max(1, int(budget_s / per["temporal"]))}
+    m = suite.motions("dev")[0]
+    runs = {"temporal": lambda n: train(handle, "cav-noabs", m, {"temporal": n}),
+            "absorber": lambda n: train_appearance_absorber(handle, _frames(m), m.appearance_caption,
+                                                            kind="both", steps=n)}
+    if _md() is not None:
+        runs["md"] = lambda n: train(handle, "md", m, {"md": n})
+    timed = {}
+    for name, go in runs.items():
+        timed[name] = []
+        for n in (probe, 3 * probe):
+            t = time.perf_counter()
+            go(n)
+            timed[name].append((n, time.perf_counter() - t))
+    per = {name: step_cost(*runs_) for name, runs_ in timed.items()}
+    out = {k: fit_steps(budget_s, *timed[k]) for k in timed if k != "absorber"}
     # cav with an absorber: both stages share the budget in their default proportion
     a, tt = base_steps["absorber"], base_steps["temporal"]
-    k = budget_s / (a * per["absorber"] + tt * per["temporal"])
+    fixed = per["absorber"][1] + per["temporal"][1]
+    k = max(budget_s - fixed, 0.0) / (a * per["absorber"][0] + tt * per["temporal"][0])
     out["absorber"], out["temporal_cav"] = max(1, int(a * k)), max(1, int(tt * k))
-    if _md() is not None:
-        t = time.perf_counter()
-        train(handle, "md", m, {"md": probe})
-        per["md"] = (time.perf_counter() - t) / probe
-        out["md"] = max(1, int(budget_s / per["md"]))
     return out, per
 
 

@@ -85,3 +85,11 @@ def test_the_prior_pilots_arcs_bend_one_way_at_constant_speed():
         turn = np.cross(steps[:-1], steps[1:])
         assert (turn > 0).all() or (turn < 0).all()
         assert 14 - 0.5 <= speed.sum() <= 30 * 1.3  # chord 14-30 px; the bend adds under 30%
+
+
+def test_budget_steps_charge_the_set_up_once():
+    # 10 steps in 12 s and 30 in 16 s: 0.2 s a step after 10 s of set-up, so 110 s hold 500
+    # steps; charging the set-up to every step (12 s / 10) would give 91
+    assert peers.step_cost((10, 12.0), (30, 16.0)) == (0.2, 10.0)
+    assert peers.fit_steps(110.0, (10, 12.0), (30, 16.0)) == 500
+    assert peers.fit_steps(5.0, (10, 12.0), (30, 16.0)) == 1  # a budget under the set-up: one step
