@@ -13,6 +13,10 @@ given twice: of the first clip's colour (the only reference of the 1-clip run, s
 and of any training clip's colour (a sample in a training colour the prompt did not ask for).
 
     python benchmarks/multiclip.py --motions ellipse_wide,spiral_out --seeds 8 --json out.json
+
+``--views off`` trains without the toy's extra views (recolor, white tint, rebackground), as the
+real-model profile does (``cav_core/defaults.py``): there the only other looks a T-LoRA can see
+are the user's other clips, so that is where a leak that more clips could cut would show.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> dict:
     handle = toy_handle()
     out: dict = {"settings": {"motions": args.motions, "seeds": args.seeds, "sample_seeds": [100, 100 + args.seeds - 1],
                               "train_seed": 0, "steps": args.steps, "machine": machine(),
-                              "defaults": "toy profile, no absorber"}, "cells": {}}
+                              "defaults": "toy profile, no absorber", "views": args.views}, "cells": {}}
+    views = {} if args.views == "default" else dict(recolor=False, tint_white=False, rebackground=False)
     colours: list = []
     real_generate = sample_mod.generate
 
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
             clips = clips_of(motion, n)
             t = time.perf_counter()
             lora = train_temporal_lora(handle, clips[0][0], clips[0][1], steps=args.steps, seed=0,
-                                       more_clips=[TrainClip(f, c) for f, c, _ in clips[1:]]).lora
+                                       more_clips=[TrainClip(f, c) for f, c, _ in clips[1:]], **views).lora
             train_s = time.perf_counter() - t
             colours.clear()
             sample_mod.generate = recording
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=None, help="T-LoRA steps (default: the toy's)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--views", choices=("default", "off"), default="default",
+                    help="off: no recolor, white tint or rebackground views (as on real models)")
     ap.add_argument("--quick", action="store_true", help="CI size: one motion, 2 seeds, 20 steps")
     args = ap.parse_args(argv)
     if args.quick:

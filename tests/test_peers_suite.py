@@ -93,3 +93,31 @@ def test_budget_steps_charge_the_set_up_once():
     assert peers.step_cost((10, 12.0), (30, 16.0)) == (0.2, 10.0)
     assert peers.fit_steps(110.0, (10, 12.0), (30, 16.0)) == 500
     assert peers.fit_steps(5.0, (10, 12.0), (30, 16.0)) == 1  # a budget under the set-up: one step
+
+
+def test_multiclip_views_off_trains_without_the_toys_extra_views(monkeypatch):
+    # benchmarks/multiclip.py --views off stands in for the real-model profile, where recolor,
+    # the white tint and rebackground are off; the run is only that if all three reach training.
+    import multiclip
+
+    import cav_core.train as train_mod
+
+    seen: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(handle, frames, caption, **kwargs):
+        seen.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(train_mod, "train_temporal_lora", fake_train)
+    monkeypatch.setattr(multiclip, "toy_handle", lambda: None)
+    for views, expected in (("off", False), ("default", None)):
+        try:
+            multiclip.main(["--motions", "ellipse_wide", "--seeds", "1", "--steps", "1", "--views", views])
+        except Stop:
+            pass
+        assert {k: seen[-1].get(k) for k in ("recolor", "tint_white", "rebackground")} == dict.fromkeys(
+            ("recolor", "tint_white", "rebackground"), expected)
+    assert len(seen) == 2 and len(seen[0]["more_clips"]) == 0
