@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import motion_suite as suite  # noqa: E402
@@ -113,11 +114,9 @@ def test_multiclip_views_off_trains_without_the_toys_extra_views(monkeypatch):
 
     monkeypatch.setattr(train_mod, "train_temporal_lora", fake_train)
     monkeypatch.setattr(multiclip, "toy_handle", lambda: None)
+    names = ("recolor", "tint_white", "rebackground")
     for views, expected in (("off", False), ("default", None)):
-        try:
+        with pytest.raises(Stop):
             multiclip.main(["--motions", "ellipse_wide", "--seeds", "1", "--steps", "1", "--views", views])
-        except Stop:
-            pass
-        assert {k: seen[-1].get(k) for k in ("recolor", "tint_white", "rebackground")} == dict.fromkeys(
-            ("recolor", "tint_white", "rebackground"), expected)
+        assert {k: seen[-1].get(k) for k in names} == dict.fromkeys(names, expected)
     assert len(seen) == 2 and len(seen[0]["more_clips"]) == 0
